@@ -1,0 +1,46 @@
+# Set-up and everyday commands. Everything installs into the checkout (.tools/ for Poetry, .venv/ for
+# the project), so a fresh Debian machine with Python 3.11 needs nothing else.
+SHELL := /bin/bash
+PYTHON ?= python3
+POETRY_VERSION := 2.5.1
+# The registry mirror on our machines serves only the PEP 503 HTML index, which Poetry's own PyPI
+# client does not read; this plugin points Poetry at the same index pip uses (PIP_INDEX_URL or
+# pip's default), read through Poetry's standards-based legacy client.
+PYPI_MIRROR_PLUGIN_VERSION := 0.6.5
+TOOLS := .tools
+POETRY := $(TOOLS)/bin/poetry
+export POETRY_VIRTUALENVS_IN_PROJECT := true
+export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "import os; from pip._internal.models.index import PyPI; print(os.environ.get('PIP_INDEX_URL') or PyPI.simple_url)")
+DATA ?= ../shared/data/CLX5_mbo.dbn
+OUT ?= out
+
+.PHONY: setup run book test lint typecheck unit clean
+
+$(POETRY):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "poetry==$(POETRY_VERSION)" "poetry-plugin-pypi-mirror==$(PYPI_MIRROR_PLUGIN_VERSION)"
+
+.venv/.installed: $(POETRY) pyproject.toml poetry.lock
+	$(POETRY) install --sync --no-interaction
+	touch $@
+
+setup: .venv/.installed
+
+## The main job, end to end on the local defaults.
+run: setup
+	mkdir -p $(OUT)
+	$(POETRY) run mbo book $(DATA) --depth 10 -o $(OUT)/final.json --events $(OUT)/events.jsonl
+
+## The whole test suite: lint, types, unit, property, golden and integration tests.
+test: setup lint typecheck
+	$(POETRY) run pytest
+
+lint: setup
+	$(POETRY) run ruff check .
+	$(POETRY) run ruff format --check .
+
+typecheck: setup
+	$(POETRY) run mypy
+
+clean:
+	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache $(OUT)

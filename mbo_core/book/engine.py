@@ -1,0 +1,367 @@
+"""The order-book engine: exact books from Databento MBO records, per (instrument, publisher).
+
+Pure: it takes decoded records (a numpy array of `MBO_DTYPE`) and answers questions about the
+books; it reads and writes nothing. Rules: shared/docs/book-rules.md (Databento's MBO semantics).
+
+A book is observable only after a record flagged F_LAST closed its event; reading a book in the
+middle of an event raises `BookNotObservableError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from mbo_core.book import kernel as k
+from mbo_core.records import MBO_DTYPE
+
+UNDEF_PRICE = k.UNDEF_PRICE
+F_LAST = k.F_LAST
+F_TOB = k.F_TOB
+F_SNAPSHOT = k.F_SNAPSHOT
+F_MAYBE_BAD_BOOK = k.F_MAYBE_BAD_BOOK
+
+#: Names of the data-quality counters kept per book, in the kernel's column order.
+QUALITY_FIELDS: tuple[str, ...] = (
+    "cancel_unknown_order",
+    "modify_unknown_order",
+    "cancel_exceeds_size",
+    "maybe_bad_book",
+    "add_existing_order",
+    "modify_changed_side",
+    "invalid_record",
+    "unterminated_event_records",
+)
+assert len(QUALITY_FIELDS) == k.N_QUALITY
+
+_EMPTY_LEVELS = np.zeros((0, 3), dtype=np.int64)
+
+
+class BookNotObservableError(RuntimeError):
+    """The book is in the middle of an event (its last record had no F_LAST)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BookKey:
+    instrument_id: int
+    publisher_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class BookView:
+    """A consistent view of one book (or of one instrument across publishers).
+
+    bids/asks are int64 arrays of shape (n, 3): price (1e-9 units), total size, order count;
+    bids best (highest) first, asks best (lowest) first.
+    """
+
+    instrument_id: int
+    publisher_id: int | None  # None: consolidated across publishers
+    ts_event: int
+    ts_recv: int
+    sequence: int | None
+    bids: np.ndarray
+    asks: np.ndarray
+    quality: dict[str, int]
+
+    @property
+    def best_bid(self) -> int | None:
+        return int(self.bids[0, 0]) if len(self.bids) else None
+
+    @property
+    def best_ask(self) -> int | None:
+        return int(self.asks[0, 0]) if len(self.asks) else None
+
+    @property
+    def crossed(self) -> bool:
+        bid, ask = self.best_bid, self.best_ask
+        return bid is not None and ask is not None and bid > ask
+
+    @property
+    def locked(self) -> bool:
+        bid, ask = self.best_bid, self.best_ask
+        return bid is not None and ask is not None and bid == ask
+
+
+@dataclass(frozen=True, slots=True)
+class RestingOrder:
+    side: str  # "B" or "A"
+    price: int
+    size: int
+
+
+class BookEngine:
+    """Every book of one MBO stream. Not thread-safe; one engine per consumer of a stream."""
+
+    def __init__(
+        self,
+        *,
+        order_capacity: int = 1 << 14,
+        level_capacity: int = 1 << 12,
+        book_capacity: int = 8,
+        ladder_width: int = 64,
+    ) -> None:
+        levels = np.zeros((level_capacity, k.LEVEL_COLUMNS), dtype=np.int64)
+        levels[:, k.L_HEAD] = np.arange(1, level_capacity + 1)
+        levels[-1, k.L_HEAD] = k.EMPTY
+        meta = np.array([0, k.EMPTY, 0, 0], dtype=np.int64)
+        self._state = k.KernelState(
+            meta=meta,
+            books=np.zeros((book_capacity, k.BOOK_COLUMNS), dtype=np.int64),
+            book_table=np.full(_pow2(book_capacity * 4), k.EMPTY, dtype=np.int64),
+            orders=np.zeros((order_capacity, k.ORDER_COLUMNS), dtype=np.int64),
+            order_table=np.full(_pow2(order_capacity * 2), k.EMPTY, dtype=np.int64),
+            levels=levels,
+            lad_key=np.zeros((book_capacity * 2, ladder_width), dtype=np.int64),
+            lad_lvl=np.zeros((book_capacity * 2, ladder_width), dtype=np.int64),
+            lad_n=np.zeros(book_capacity * 2, dtype=np.int64),
+        )
+        self._out = np.zeros(2, dtype=np.int64)
+        self._scratch = np.zeros((64, 3), dtype=np.int64)
+        self.records_applied = 0
+
+    # ----------------------------------------------------------------- applying
+
+    def apply(self, records: np.ndarray) -> None:
+        """Apply every record, in order."""
+        for _ in self.apply_events(records, stop_at_events=False):
+            pass
+
+    def apply_events(self, records: np.ndarray, *, stop_at_events: bool = True) -> Iterator[int]:
+        """Apply records in order, yielding the book index after each record flagged F_LAST.
+
+        While the consumer holds a yielded index, that book is observable (snapshot it then).
+        """
+        recs = _as_mbo(records)
+        out = self._out
+        i, n = 0, len(recs)
+        while i < n:
+            status = k.apply_batch(self._state, recs, i, n, stop_at_events, out)
+            self.records_applied += int(out[0]) - i
+            i = int(out[0])
+            if status == k.EVENT:
+                yield int(out[1])
+            elif status != k.DONE:
+                self._grow(status)
+
+    def mark_unterminated(self, records: np.ndarray) -> None:
+        """Count records of events that will never close (the stream ended) without applying them."""
+        recs = _as_mbo(records)
+        books = np.array(
+            [self.book_index(int(r["instrument_id"]), int(r["publisher_id"]), create=True)
+             for r in recs],
+            dtype=np.int64,
+        )
+        k.count_unterminated(self._state, books)
+
+    def _grow(self, need: int) -> None:
+        s = self._state
+        if need == k.NEED_BOOKS:
+            old = s.books.shape[0]
+            books = _grow_rows(s.books, old * 2, 0)
+            self._state = s = s._replace(
+                books=books,
+                book_table=np.full(_pow2(old * 8), k.EMPTY, dtype=np.int64),
+                lad_key=_grow_rows(s.lad_key, old * 4, 0),
+                lad_lvl=_grow_rows(s.lad_lvl, old * 4, 0),
+                lad_n=np.concatenate([s.lad_n, np.zeros(old * 2, dtype=np.int64)]),
+            )
+            k.rebuild_book_table(s)
+        elif need == k.NEED_ORDERS:
+            old = s.orders.shape[0]
+            self._state = s = s._replace(
+                orders=_grow_rows(s.orders, old * 2, 0),
+                order_table=np.full(_pow2(old * 4), k.EMPTY, dtype=np.int64),
+            )
+            k.rebuild_order_table(s)
+        elif need == k.NEED_LEVELS:
+            old = s.levels.shape[0]
+            levels = _grow_rows(s.levels, old * 2, 0)
+            levels[old:, k.L_HEAD] = np.arange(old + 1, old * 2 + 1)
+            levels[-1, k.L_HEAD] = k.EMPTY
+            s.meta[k.M_LEVEL_FREE] = old
+            self._state = s._replace(levels=levels)
+        elif need == k.NEED_LADDER:
+            rows, width = s.lad_key.shape
+            lad_key = np.zeros((rows, width * 2), dtype=np.int64)
+            lad_lvl = np.zeros((rows, width * 2), dtype=np.int64)
+            lad_key[:, :width] = s.lad_key
+            lad_lvl[:, :width] = s.lad_lvl
+            self._state = s._replace(lad_key=lad_key, lad_lvl=lad_lvl)
+        else:  # pragma: no cover - the kernel returns only the statuses above
+            raise AssertionError(f"unknown kernel status {need}")
+
+    # ------------------------------------------------------------------ reading
+
+    @property
+    def book_count(self) -> int:
+        return int(self._state.meta[k.M_BOOKS])
+
+    def keys(self) -> list[BookKey]:
+        books = self._state.books
+        return [
+            BookKey(int(books[b, k.B_INSTRUMENT]), int(books[b, k.B_PUBLISHER]))
+            for b in range(self.book_count)
+        ]
+
+    def book_index(self, instrument_id: int, publisher_id: int, *, create: bool = False) -> int:
+        """The engine's index of a book; KeyError when it has never seen that book."""
+        b = int(k.find_book(self._state, instrument_id, publisher_id))
+        if b != k.EMPTY:
+            return b
+        if not create:
+            raise KeyError(BookKey(instrument_id, publisher_id))
+        if self.book_count == self._state.books.shape[0]:
+            self._grow(k.NEED_BOOKS)
+        s = self._state
+        b = self.book_count
+        s.meta[k.M_BOOKS] = b + 1
+        s.books[b, k.B_INSTRUMENT] = instrument_id
+        s.books[b, k.B_PUBLISHER] = publisher_id
+        k.index_book(s, b)
+        return b
+
+    def is_observable(self, book: int) -> bool:
+        return bool(self._state.books[book, k.B_OPEN] == 0)
+
+    def events(self, book: int) -> int:
+        """Events (F_LAST records) this book has seen."""
+        return int(self._state.books[book, k.B_EVENTS])
+
+    def order_count(self, book: int) -> int:
+        return int(self._state.books[book, k.B_ORDERS])
+
+    def quality(self, book: int) -> dict[str, int]:
+        row = self._state.books[book, k.B_QUALITY : k.B_QUALITY + k.N_QUALITY]
+        return dict(zip(QUALITY_FIELDS, (int(v) for v in row), strict=True))
+
+    def levels(self, book: int, side: str, depth: int = 10) -> np.ndarray:
+        """Top `depth` levels of a side ("B" or "A") as (price, size, count) rows, best first.
+
+        O(depth): reads the best end of the side's ladder. depth <= 0 returns every level.
+        """
+        self._check_observable(book)
+        s = self._state
+        sd = _side_index(side)
+        n = int(s.lad_n[book * 2 + sd])
+        m = n if depth <= 0 else min(depth, n)
+        if m == 0:
+            return _EMPTY_LEVELS
+        out = np.empty((m, 3), dtype=np.int64)
+        k.top_levels(s.levels, s.lad_lvl, s.lad_n, book, sd, m, out)
+        return out
+
+    def view(self, book: int, depth: int = 10) -> BookView:
+        """A consistent view of one book: top `depth` levels per side (0: all), ids, counters."""
+        self._check_observable(book)
+        row = self._state.books[book]
+        return BookView(
+            instrument_id=int(row[k.B_INSTRUMENT]),
+            publisher_id=int(row[k.B_PUBLISHER]),
+            ts_event=int(row[k.B_TS_EVENT]),
+            ts_recv=int(row[k.B_TS_RECV]),
+            sequence=int(row[k.B_SEQUENCE]),
+            bids=self.levels(book, "B", depth),
+            asks=self.levels(book, "A", depth),
+            quality=self.quality(book),
+        )
+
+    def consolidated(self, books: list[int], depth: int = 10) -> BookView:
+        """One instrument across its publishers' books: best prices first, with size and order
+        count summed at each price.
+
+        Exact from each book's top `depth` levels: a price in the consolidated top N is within the
+        top N of every book that quotes it, since that book's better prices are better
+        consolidated prices too.
+        """
+        if not books:
+            raise ValueError("consolidated view of no books")
+        views = [self.view(b, depth) for b in books]
+        instruments = {v.instrument_id for v in views}
+        if len(instruments) != 1:
+            raise ValueError(f"books of several instruments: {sorted(instruments)}")
+        latest = max(views, key=lambda v: (v.ts_recv, v.ts_event))
+        quality = {name: sum(v.quality[name] for v in views) for name in QUALITY_FIELDS}
+        return BookView(
+            instrument_id=views[0].instrument_id,
+            publisher_id=None,
+            ts_event=latest.ts_event,
+            ts_recv=latest.ts_recv,
+            sequence=None,
+            bids=_merge_levels([v.bids for v in views], depth, descending=True),
+            asks=_merge_levels([v.asks for v in views], depth, descending=False),
+            quality=quality,
+        )
+
+    def queue(self, book: int, side: str, price: int) -> list[tuple[int, int]]:
+        """(order_id, size) of the orders resting at a price, front of the queue first."""
+        self._check_observable(book)
+        s = self._state
+        out = np.empty((max(1, int(self._state.books[book, k.B_ORDERS])), 2), dtype=np.int64)
+        n = k.queue_at(s, book, _side_index(side), price, out)
+        return [(int(out[i, 0]) & 0xFFFF_FFFF_FFFF_FFFF, int(out[i, 1])) for i in range(n)]
+
+    def order(self, book: int, order_id: int) -> RestingOrder | None:
+        """The resting order with that id, or None."""
+        s = self._state
+        o = int(k.find_order(s, book, _as_i64(order_id)))
+        if o == k.EMPTY:
+            return None
+        row = s.orders[o]
+        return RestingOrder(
+            side="B" if row[k.O_SIDE] == k.BID else "A",
+            price=int(row[k.O_PRICE]),
+            size=int(row[k.O_SIZE]),
+        )
+
+    def _check_observable(self, book: int) -> None:
+        if not self.is_observable(book):
+            raise BookNotObservableError(
+                f"book {book} is in the middle of an event (no F_LAST record yet)"
+            )
+
+
+def _as_mbo(records: np.ndarray) -> np.ndarray:
+    if records.dtype != MBO_DTYPE:
+        if records.dtype.itemsize != MBO_DTYPE.itemsize or records.dtype.names is None:
+            raise TypeError(f"expected DBN MBO records, got dtype {records.dtype}")
+        records = records.view(MBO_DTYPE)
+    return records
+
+
+def _side_index(side: str) -> int:
+    if side == "B":
+        return k.BID
+    if side == "A":
+        return k.ASK
+    raise ValueError(f"side must be 'B' or 'A', not {side!r}")
+
+
+def _as_i64(order_id: int) -> int:
+    return order_id - (1 << 64) if order_id >= 1 << 63 else order_id
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(1, (n - 1).bit_length())
+
+
+def _grow_rows(a: np.ndarray, rows: int, fill: int) -> np.ndarray:
+    out = np.full((rows, *a.shape[1:]), fill, dtype=a.dtype)
+    out[: a.shape[0]] = a
+    return out
+
+
+def _merge_levels(sides: list[np.ndarray], depth: int, *, descending: bool) -> np.ndarray:
+    stacked = np.concatenate(sides) if sides else _EMPTY_LEVELS
+    if len(stacked) == 0:
+        return _EMPTY_LEVELS
+    prices, inverse = np.unique(stacked[:, 0], return_inverse=True)
+    merged = np.zeros((len(prices), 3), dtype=np.int64)
+    merged[:, 0] = prices
+    np.add.at(merged[:, 1], inverse, stacked[:, 1])
+    np.add.at(merged[:, 2], inverse, stacked[:, 2])
+    if descending:
+        merged = merged[::-1]
+    return merged if depth <= 0 else merged[:depth]

@@ -1,0 +1,25 @@
+"""The DBN MBO record (`MBOMsg`, rtype 0xA0, 56 bytes) as a numpy dtype.
+
+Byte for byte databento_dbn's layout, except that `action` and `side` are read as unsigned bytes
+(ord('A') ...) rather than 1-byte strings, so compiled code can branch on them. Any DBN MBO body
+can be viewed as this dtype without copying.
+"""
+
+from __future__ import annotations
+
+import databento_dbn
+import numpy as np
+
+RTYPE_MBO = 0xA0
+#: DBN record length in 4-byte words for a plain MBO record (without `ts_out`).
+MBO_LENGTH_WORDS = 14
+
+
+def _mbo_dtype() -> np.dtype:
+    fields = [(name, "u1" if name in ("action", "side") else kind)
+              for name, kind in databento_dbn.MBOMsg._dtypes]
+    return np.dtype(fields)
+
+
+MBO_DTYPE: np.dtype = _mbo_dtype()
+assert MBO_DTYPE.itemsize == MBO_LENGTH_WORDS * 4, "databento_dbn changed the MBO layout"
