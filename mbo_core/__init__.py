@@ -1,0 +1,1 @@
+"""Code shared by every stage of mbo-pipeline: book engine, DBN input, wire schemas, settings."""

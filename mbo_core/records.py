@@ -16,8 +16,10 @@ MBO_LENGTH_WORDS = 14
 
 
 def _mbo_dtype() -> np.dtype:
-    fields = [(name, "u1" if name in ("action", "side") else kind)
-              for name, kind in databento_dbn.MBOMsg._dtypes]
+    fields = [
+        (name, "u1" if name in ("action", "side") else kind)
+        for name, kind in databento_dbn.MBOMsg._dtypes
+    ]
     return np.dtype(fields)
 
 

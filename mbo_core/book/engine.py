@@ -147,11 +147,13 @@ class BookEngine:
                 self._grow(status)
 
     def mark_unterminated(self, records: np.ndarray) -> None:
-        """Count records of events that will never close (the stream ended) without applying them."""
+        """Count records of events that will never close (the stream ended); apply none."""
         recs = _as_mbo(records)
         books = np.array(
-            [self.book_index(int(r["instrument_id"]), int(r["publisher_id"]), create=True)
-             for r in recs],
+            [
+                self.book_index(int(r["instrument_id"]), int(r["publisher_id"]), create=True)
+                for r in recs
+            ],
             dtype=np.int64,
         )
         k.count_unterminated(self._state, books)
@@ -199,7 +201,7 @@ class BookEngine:
     def book_count(self) -> int:
         return int(self._state.meta[k.M_BOOKS])
 
-    def keys(self) -> list[BookKey]:
+    def book_keys(self) -> list[BookKey]:
         books = self._state.books
         return [
             BookKey(int(books[b, k.B_INSTRUMENT]), int(books[b, k.B_PUBLISHER]))
@@ -234,8 +236,8 @@ class BookEngine:
         return int(self._state.books[book, k.B_ORDERS])
 
     def quality(self, book: int) -> dict[str, int]:
-        row = self._state.books[book, k.B_QUALITY : k.B_QUALITY + k.N_QUALITY]
-        return dict(zip(QUALITY_FIELDS, (int(v) for v in row), strict=True))
+        row = self._state.books[book, k.B_QUALITY : k.B_QUALITY + k.N_QUALITY].tolist()
+        return dict(zip(QUALITY_FIELDS, row, strict=True))
 
     def levels(self, book: int, side: str, depth: int = 10) -> np.ndarray:
         """Top `depth` levels of a side ("B" or "A") as (price, size, count) rows, best first.
@@ -254,18 +256,28 @@ class BookEngine:
         return out
 
     def view(self, book: int, depth: int = 10) -> BookView:
-        """A consistent view of one book: top `depth` levels per side (0: all), ids, counters."""
-        self._check_observable(book)
-        row = self._state.books[book]
+        """A consistent view of one book: top `depth` levels per side (0: all), ids, counters.
+
+        O(depth); one kernel call and one allocation, as this runs after every event.
+        """
+        s = self._state
+        row = s.books[book].tolist()
+        if row[k.B_OPEN]:
+            self._check_observable(book)
+        n_bids, n_asks = s.lad_n[2 * book : 2 * book + 2].tolist()
+        if depth > 0:
+            n_bids, n_asks = min(depth, n_bids), min(depth, n_asks)
+        out = np.empty((n_bids + n_asks, 3), dtype=np.int64)
+        k.top_both_sides(s.levels, s.lad_lvl, s.lad_n, book, n_bids, n_asks, out)
         return BookView(
-            instrument_id=int(row[k.B_INSTRUMENT]),
-            publisher_id=int(row[k.B_PUBLISHER]),
-            ts_event=int(row[k.B_TS_EVENT]),
-            ts_recv=int(row[k.B_TS_RECV]),
-            sequence=int(row[k.B_SEQUENCE]),
-            bids=self.levels(book, "B", depth),
-            asks=self.levels(book, "A", depth),
-            quality=self.quality(book),
+            instrument_id=row[k.B_INSTRUMENT],
+            publisher_id=row[k.B_PUBLISHER],
+            ts_event=row[k.B_TS_EVENT],
+            ts_recv=row[k.B_TS_RECV],
+            sequence=row[k.B_SEQUENCE],
+            bids=out[:n_bids],
+            asks=out[n_bids:],
+            quality=dict(zip(QUALITY_FIELDS, row[k.B_QUALITY :], strict=True)),
         )
 
     def consolidated(self, books: list[int], depth: int = 10) -> BookView:

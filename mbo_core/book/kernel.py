@@ -1,3 +1,6 @@
+# numba compiles this module with its own type inference: `int` here means int64, and numpy
+# scalars and Python ints are the same thing to it, which mypy cannot know.
+# mypy: disable-error-code="arg-type, assignment, return-value, no-any-return"
 """Compiled core of the book engine: every book of a stream in flat arrays, driven by numba.
 
 Pure computation, no I/O and no allocation: when a pool is full the kernel stops and says which
@@ -434,7 +437,8 @@ def apply_record(
 ) -> None:
     if flags & F_MAYBE_BAD_BOOK:
         s.books[b, B_QUALITY + Q_MAYBE_BAD_BOOK] += 1
-    if action == ACTION_TRADE or action == ACTION_FILL or action == ACTION_NONE:
+    # Plain comparisons: what numba compiles best in this, the hottest branch.
+    if action == ACTION_TRADE or action == ACTION_FILL or action == ACTION_NONE:  # noqa: PLR1714, SIM109
         return
     if action == ACTION_CLEAR:
         clear_book(s, b)
@@ -492,12 +496,19 @@ def apply_batch(
     """
     meta = s.meta
     books = s.books
+    # Consecutive records nearly always belong to the same book: skip the table lookup then.
+    last_instrument = np.int64(-1)
+    last_publisher = np.int64(-1)
+    b = np.int64(EMPTY)
     i = start
     while i < stop:
         rec = records[i]
         instrument_id = np.int64(rec["instrument_id"])
         publisher_id = np.int64(rec["publisher_id"])
-        b = find_book(s, instrument_id, publisher_id)
+        if instrument_id != last_instrument or publisher_id != last_publisher:
+            b = find_book(s, instrument_id, publisher_id)
+            last_instrument = instrument_id
+            last_publisher = publisher_id
         if b == EMPTY:
             if meta[M_BOOKS] == books.shape[0]:
                 out[0] = i
@@ -563,6 +574,21 @@ def top_levels(
         out[i, 1] = levels[lv, L_SIZE]
         out[i, 2] = levels[lv, L_COUNT]
     return m
+
+
+@njit(cache=True)
+def top_both_sides(
+    levels: np.ndarray,
+    lad_lvl: np.ndarray,
+    lad_n: np.ndarray,
+    b: int,
+    n_bids: int,
+    n_asks: int,
+    out: np.ndarray,
+) -> None:
+    """out[:n_bids] = best bids, out[n_bids:n_bids + n_asks] = best asks, as top_levels."""
+    top_levels(levels, lad_lvl, lad_n, b, BID, n_bids, out)
+    top_levels(levels, lad_lvl, lad_n, b, ASK, n_asks, out[n_bids:])
 
 
 @njit(cache=True)
