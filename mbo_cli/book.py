@@ -6,15 +6,18 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import TYPE_CHECKING, Annotated, TextIO
 
 import typer
 
 from mbo_cli.output import atomic_output, progress_bar
-from mbo_core.dbn import open_mbo
+from mbo_core.dbn import DEFAULT_BATCH_RECORDS, open_mbo
 from mbo_core.errors import InputError
-from mbo_core.replay import replay_batches
-from mbo_core.schemas import BookJson
+
+if TYPE_CHECKING:
+    from mbo_core.schemas import BookJson
+
+EVENTS_BATCH_RECORDS = 1 << 13
 
 
 def book(
@@ -36,14 +39,19 @@ def book(
     """Rebuild the order books of FILE exactly (Databento MBO rules) and report the final books."""
     if depth < 0:
         raise InputError(f"--depth must be 0 (all levels) or positive, not {depth}")
+    # The engine loads compiled code; import it only when this command runs, not for `mbo infra`.
+    from mbo_core.replay import replay_batches  # noqa: PLC0415
+
     source = open_mbo(file)
     with (
         atomic_output(events) as events_out,
         atomic_output(output) as final_out,
         progress_bar(f"book {file.name}", total=source.file_size) as advance,
     ):
+        # Writing events is the slow part: smaller batches keep the progress bar honest.
+        batch_records = EVENTS_BATCH_RECORDS if events else DEFAULT_BATCH_RECORDS
         result = replay_batches(
-            source.batches(progress=advance),
+            source.batches(batch_records, progress=advance),
             source=str(file),
             depth=depth,
             symbols=source.symbols,

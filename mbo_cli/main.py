@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from mbo_cli import book
+from mbo_cli import book, infra
 from mbo_core.errors import MboError
 
 app = typer.Typer(
@@ -19,7 +19,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+@app.callback()
+def _subcommands() -> None:
+    """Always a command group, so `mbo book FILE` parses the same whatever is registered."""
+
+
 app.command("book")(book.book)
+app.add_typer(infra.app, name="infra")
 
 
 def main() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 
 PRICE_SCALE = 1_000_000_000
 UNDEF_PRICE = (1 << 63) - 1
 
 
+@lru_cache(maxsize=1 << 16)  # books quote few distinct prices; this runs for every level shown
 def format_price(price: int) -> str:
     """The exact decimal string of a fixed-point price: 64810000000 -> "64.81", -5e8 -> "-0.5"."""
     if price == UNDEF_PRICE:

@@ -1,0 +1,135 @@
+"""`mbo infra up | status | down`: the local Kafka broker, the topics and the ClickHouse schema.
+
+`up` starts the local broker (tansu, memory storage) detached unless MBO_KAFKA__BOOTSTRAP_SERVERS
+points at an existing Kafka, then creates the topics and applies the ClickHouse schema on
+MBO_CLICKHOUSE__URL (dev default: chDB in the data dir). Against external servers it only
+provisions them, so it is also the deployment step for staging and prod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import typer
+
+from mbo_core import broker
+from mbo_core.settings import Settings, load_settings
+
+app = typer.Typer(
+    help="Local Kafka broker, topics and ClickHouse schema.",
+    no_args_is_help=True,
+)
+
+
+def _say(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def _start_or_reuse(settings: Settings) -> tuple[broker.BrokerState, bool]:
+    """The data dir's running broker, or a newly started detached one; True if started now."""
+    try:
+        return broker.start_broker(settings, detach=True), True
+    except broker.BrokerAlreadyRunningError as running:
+        return running.state, False
+
+
+def _provision(settings: Settings) -> None:
+    # Imported here: `mbo` loads this module for every command, and these pull in aiokafka,
+    # clickhouse-connect and chDB.
+    from mbo_core import clickhouse  # noqa: PLC0415
+    from mbo_core.topics import ensure_topics, topic_specs  # noqa: PLC0415
+
+    created = set(asyncio.run(ensure_topics(settings)))
+    for spec in topic_specs(settings):
+        verb = "created" if spec.name in created else "exists"
+        _say(f"  topic {spec.name}: {spec.partitions} partitions, {verb}")
+
+    client = clickhouse.connect(settings)
+    try:
+        applied = clickhouse.apply_schema(client)
+        versions = clickhouse.applied_migrations(client)
+    finally:
+        client.close()
+    latest = max(versions, default=0)
+    done = ", ".join(migration.name for migration in applied) or "none needed"
+    _say(
+        f"ClickHouse: {settings.clickhouse_url} database {settings.clickhouse.database} "
+        f"(schema version {latest}; applied now: {done})"
+    )
+
+
+@app.command("up")
+def up() -> None:
+    """Start the local broker (unless Kafka is configured), create the topics, apply the schema."""
+    settings = load_settings()
+    external = settings.kafka.bootstrap_servers
+    started: broker.BrokerState | None = None
+    if external is not None:
+        _say(f"Kafka: {external} (external, from MBO_KAFKA__BOOTSTRAP_SERVERS)")
+        servers = external
+    else:
+        state, is_new = _start_or_reuse(settings)
+        started = state if is_new else None
+        servers = state.bootstrap_servers
+        how = "started" if is_new else "already running"
+        _say(
+            f"Kafka: {servers} (local tansu broker, pid {state.pid}, {how}; memory storage: "
+            f"a restart empties it; log {state.log_file})"
+        )
+    try:
+        _provision(settings)
+    except BaseException:
+        # Do not leave a half-provisioned broker behind that a rerun would silently reuse.
+        if started is not None:
+            broker.stop_broker(settings)
+        raise
+    _say()
+    _say("Point the stages at it (or put these lines in .env):")
+    _say(f"  export MBO_KAFKA__BOOTSTRAP_SERVERS={servers}")
+    _say(f"  export MBO_CLICKHOUSE__URL={settings.clickhouse_url}")
+    if external is None:
+        _say("Stop the broker with: mbo infra down")
+
+
+@app.command("status")
+def status() -> None:
+    """Report the broker address and whether it answers; exit code 1 if it does not."""
+    settings = load_settings()
+    external = settings.kafka.bootstrap_servers
+    if external is not None:
+        host, _, port = external.split(",")[0].rpartition(":")
+        answering = broker.kafka_answers(host, int(port), timeout_s=3.0)
+        _say(f"Kafka: {external} (external): {'answering' if answering else 'NOT answering'}")
+    else:
+        current = broker.broker_status(settings)
+        answering = current.running
+        if current.state is None:
+            _say(f"Kafka: no local broker recorded in {broker.state_file(settings)}")
+        elif current.running:
+            _say(
+                f"Kafka: {current.state.bootstrap_servers} (local tansu broker, pid "
+                f"{current.state.pid}): running"
+            )
+        else:
+            problem = "not answering" if current.process_alive else "not running (stale record)"
+            _say(f"Kafka: {current.state.bootstrap_servers} (pid {current.state.pid}): {problem}")
+    _say(f"ClickHouse: {settings.clickhouse_url} database {settings.clickhouse.database}")
+    if not answering:
+        raise typer.Exit(code=1)
+
+
+@app.command("down")
+def down() -> None:
+    """Stop the local broker (its data is lost: memory storage). Does nothing if none runs."""
+    settings = load_settings()
+    stopped = broker.stop_broker(settings)
+    if stopped is None:
+        _say("Kafka: no local broker was running")
+    else:
+        _say(f"Kafka: stopped the local broker at {stopped.bootstrap_servers} (pid {stopped.pid})")
+    if settings.kafka.bootstrap_servers is not None:
+        print(
+            "mbo: note: MBO_KAFKA__BOOTSTRAP_SERVERS is set; external brokers are left alone",
+            file=sys.stderr,
+        )

@@ -1,0 +1,172 @@
+"""The one place that turns settings into Kafka client options; every stage builds its clients here.
+
+Rules that hold on every broker (Apache Kafka, and tansu locally):
+- at-least-once delivery: no idempotent producer, no transactions (tansu cannot do
+  InitProducerId), so consumers must make their effects idempotent;
+- a consumer without a committed offset starts at the earliest one, never "latest" (tansu
+  reports a wrong latest offset after batched produce);
+- consumers commit by hand after processing (enable_auto_commit=False);
+- group session timeouts come from the profile: short in dev so that a group join takes ~1 s.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any, Literal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
+
+from mbo_core import broker
+from mbo_core.errors import MboError
+from mbo_core.settings import Settings
+
+AUTO_OFFSET_RESET: Literal["earliest"] = "earliest"
+
+
+def bootstrap_servers(settings: Settings) -> str:
+    """MBO_KAFKA__BOOTSTRAP_SERVERS, or in dev the local broker recorded in the data dir."""
+    if settings.kafka.bootstrap_servers is not None:
+        return settings.kafka.bootstrap_servers
+    status = broker.broker_status(settings)
+    if status.running and status.state is not None:
+        return status.state.bootstrap_servers
+    raise MboError(
+        "MBO_KAFKA__BOOTSTRAP_SERVERS is not set and no local broker is running for "
+        f"{settings.data_dir}: start one with `mbo infra up` or set the variable"
+    )
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.kafka.security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    cafile = str(settings.kafka.ssl_cafile) if settings.kafka.ssl_cafile else None
+    context: ssl.SSLContext = create_ssl_context(cafile=cafile)
+    return context
+
+
+def common_kwargs(settings: Settings, role: str) -> dict[str, Any]:
+    """Connection options every client shares: where, who (client id `<prefix>-<role>`), how."""
+    kafka = settings.kafka
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap_servers(settings),
+        "client_id": f"{kafka.client_id}-{role}",
+        "request_timeout_ms": kafka.request_timeout_ms,
+        "security_protocol": kafka.security_protocol,
+    }
+    ssl_context = _ssl_context(settings)
+    if ssl_context is not None:
+        options["ssl_context"] = ssl_context
+    if kafka.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        )
+    return options
+
+
+def producer_kwargs(settings: Settings, role: str) -> dict[str, Any]:
+    """AIOKafkaProducer options: acks from settings, no idempotence, batching for throughput."""
+    kafka = settings.kafka
+    return {
+        **common_kwargs(settings, role),
+        "acks": "all" if kafka.acks == "all" else 1,
+        "enable_idempotence": False,
+        "linger_ms": kafka.linger_ms,
+        "max_batch_size": kafka.max_batch_size,
+        "max_request_size": kafka.max_request_size,
+        "compression_type": None if kafka.compression_type == "none" else kafka.compression_type,
+    }
+
+
+def consumer_kwargs(settings: Settings, role: str, group_id: str | None) -> dict[str, Any]:
+    """AIOKafkaConsumer options: earliest reset, manual commits, the profile's group timeouts.
+
+    group_id None: no group, no commits (e.g. a live reader that assigns partitions itself).
+    """
+    kafka = settings.kafka
+    return {
+        **common_kwargs(settings, role),
+        "group_id": group_id,
+        "auto_offset_reset": AUTO_OFFSET_RESET,
+        "enable_auto_commit": False,
+        "session_timeout_ms": kafka.session_timeout_ms,
+        "heartbeat_interval_ms": kafka.heartbeat_interval_ms,
+        # aiokafka's default is the session timeout; spelled out so a join waits as long as
+        # a member may take to rejoin, whatever the profile.
+        "rebalance_timeout_ms": kafka.session_timeout_ms,
+        "max_poll_interval_ms": kafka.max_poll_interval_ms,
+        "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
+        "isolation_level": "read_uncommitted",
+    }
+
+
+def admin_kwargs(settings: Settings, role: str = "admin") -> dict[str, Any]:
+    return common_kwargs(settings, role)
+
+
+def make_producer(settings: Settings, role: str, **overrides: Any) -> AIOKafkaProducer:
+    """An unstarted producer; `await producer.start()` inside the event loop that uses it."""
+    options = {**producer_kwargs(settings, role), **overrides}
+    if options.get("enable_idempotence") or options.get("transactional_id"):
+        raise MboError("idempotent or transactional producers do not work on every broker")
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(
+    settings: Settings, role: str, *topics: str, group_id: str | None, **overrides: Any
+) -> AIOKafkaConsumer:
+    """An unstarted consumer of `topics` (none: assign or subscribe later)."""
+    options = {**consumer_kwargs(settings, role, group_id), **overrides}
+    if options.get("auto_offset_reset") == "latest":
+        raise MboError("auto_offset_reset='latest' is not allowed: latest offsets are unreliable")
+    return AIOKafkaConsumer(*topics, **options)
+
+
+def make_admin(settings: Settings, role: str = "admin") -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**admin_kwargs(settings, role))
+
+
+def faust_app_kwargs(settings: Settings) -> dict[str, Any]:
+    """faust.App options with the same broker, timeouts and delivery rules as the aiokafka clients.
+
+    Faust topic declaration stays on (tables need their changelog topics) but the pipeline's own
+    topics are created by mbo_core.topics.ensure_topics before any agent starts.
+    """
+    kafka = settings.kafka
+    options: dict[str, Any] = {
+        "broker": [f"kafka://{server}" for server in bootstrap_servers(settings).split(",")],
+        "broker_client_id": f"{kafka.client_id}-faust",
+        "broker_session_timeout": kafka.session_timeout_ms / 1000,
+        "broker_heartbeat_interval": kafka.heartbeat_interval_ms / 1000,
+        "broker_rebalance_timeout": kafka.session_timeout_ms / 1000,
+        "broker_request_timeout": kafka.request_timeout_ms / 1000,
+        "broker_max_poll_interval": kafka.max_poll_interval_ms / 1000,
+        "processing_guarantee": "at_least_once",
+        "consumer_auto_offset_reset": AUTO_OFFSET_RESET,
+        "producer_acks": -1 if kafka.acks == "all" else 1,
+        "producer_linger": kafka.linger_ms / 1000,
+        "producer_max_batch_size": kafka.max_batch_size,
+        "producer_max_request_size": kafka.max_request_size,
+        "producer_compression_type": (
+            None if kafka.compression_type == "none" else kafka.compression_type
+        ),
+        "topic_replication_factor": settings.topics.replication_factor,
+    }
+    ssl_context = _ssl_context(settings)
+    if kafka.security_protocol.startswith("SASL"):
+        import faust  # noqa: PLC0415 (only Faust stages pay for importing Faust)
+
+        options["broker_credentials"] = faust.SASLCredentials(
+            username=kafka.sasl_username,
+            password=kafka.sasl_password.get_secret_value() if kafka.sasl_password else None,
+            mechanism=kafka.sasl_mechanism,
+            ssl_context=ssl_context,
+        )
+    elif ssl_context is not None:
+        import faust  # noqa: PLC0415
+
+        options["broker_credentials"] = faust.SSLCredentials(ssl_context)
+    return options

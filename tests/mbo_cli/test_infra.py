@@ -1,0 +1,89 @@
+"""`mbo infra up / status / down` through the real console script, as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mbo_core import broker
+from mbo_core.settings import ENV_PREFIX
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.integration
+
+MBO = Path(sys.executable).with_name("mbo")
+COMMAND_TIMEOUT_S = 120
+
+
+def _env(**values: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
+    env.update(values)
+    return env
+
+
+def _mbo(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(MBO), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Iterator[Path]:
+    directory = tmp_path / "data"
+    yield directory
+    # Whatever happened above, leave no broker behind.
+    broker.stop_broker(make_settings(data_dir=directory))
+
+
+def test_up_status_down(data_dir: Path, tmp_path: Path) -> None:
+    env = _env(MBO_DATA_DIR=str(data_dir))
+
+    up = _mbo("infra", "up", cwd=tmp_path, env=env)
+    assert up.returncode == 0, up.stderr
+    servers = re.search(r"export MBO_KAFKA__BOOTSTRAP_SERVERS=(127\.0\.0\.1):(\d+)", up.stdout)
+    assert servers, up.stdout
+    host, port = servers.group(1), int(servers.group(2))
+    assert f"export MBO_CLICKHOUSE__URL=chdb://{data_dir}/clickhouse" in up.stdout
+    for topic in ("mbo.records", "mbo.bbo", "mbo.snapshots"):
+        assert f"topic {topic}: 8 partitions, created" in up.stdout
+    assert "applied now: 0001_initial.sql" in up.stdout
+    # `up` returned, and the broker it started detached still serves Kafka.
+    assert broker.kafka_answers(host, port)
+
+    status = _mbo("infra", "status", cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stderr
+    assert f"{host}:{port}" in status.stdout
+    assert "running" in status.stdout
+
+    down = _mbo("infra", "down", cwd=tmp_path, env=env)
+    assert down.returncode == 0, down.stderr
+    assert f"stopped the local broker at {host}:{port}" in down.stdout
+    assert not broker.port_open(host, port), "the broker still listens after `mbo infra down`"
+    after = broker.broker_status(make_settings(data_dir=data_dir))
+    assert after.state is None
+    assert not after.running
+
+
+def test_bad_setting_fails_fast_with_one_readable_line(tmp_path: Path) -> None:
+    env = _env(MBO_DATA_DIR=str(tmp_path / "data"), MBO_KAFKA__SESSION_TIMEOUT_MS="soon")
+    result = _mbo("infra", "up", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "mbo: error: invalid settings: MBO_KAFKA__SESSION_TIMEOUT_MS='soon': Input should be a "
+        "valid integer, unable to parse string as an integer"
+    ]
+    assert not (tmp_path / "data" / "broker" / "state.json").exists()

@@ -1,0 +1,154 @@
+"""The local tansu broker: start, answer Kafka requests, record state, stop with nothing left."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from mbo_core import broker, kafka
+from mbo_core.errors import MboError
+from mbo_core.settings import Settings
+from tests.conftest import make_settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(data_dir=tmp_path / "data")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _assert_gone(state: broker.BrokerState) -> None:
+    assert not broker.port_open(state.host, state.port), "the port still accepts connections"
+    assert not _pid_alive(state.pid), "the broker process is still alive"
+
+
+def test_local_broker_context_starts_answers_and_stops(settings: Settings) -> None:
+    with broker.LocalBroker(settings) as local:
+        state = local.state
+        assert state.host == "127.0.0.1"
+        assert broker.kafka_answers(state.host, state.port)
+        assert broker.broker_status(settings).running
+        recorded = json.loads(broker.state_file(settings).read_text())
+        assert (recorded["pid"], recorded["port"]) == (state.pid, state.port)
+        # dev settings without MBO_KAFKA__BOOTSTRAP_SERVERS find the local broker.
+        assert kafka.bootstrap_servers(settings) == local.bootstrap_servers
+    _assert_gone(state)
+    assert not broker.state_file(settings).exists()
+    assert broker.broker_status(settings).state is None
+
+
+def test_local_broker_stops_when_the_block_fails(settings: Settings) -> None:
+    with pytest.raises(RuntimeError), broker.LocalBroker(settings) as local:
+        state = local.state
+        raise RuntimeError("test body failed")
+    _assert_gone(state)
+
+
+def test_detached_broker_is_stopped_by_stop_broker(settings: Settings) -> None:
+    state = broker.start_broker(settings, detach=True)
+    try:
+        assert broker.broker_status(settings).running
+        with pytest.raises(broker.BrokerAlreadyRunningError) as already:
+            broker.start_broker(settings, detach=True)
+        assert already.value.state == state
+        assert str(state.port) in str(already.value)
+    finally:
+        stopped = broker.stop_broker(settings)
+    assert stopped == state
+    _assert_gone(state)
+    assert broker.stop_broker(settings) is None  # idempotent
+
+
+def test_stale_state_is_reported_and_replaced(settings: Settings) -> None:
+    with broker.LocalBroker(settings) as first:
+        stale = first.state
+    broker.state_file(settings).parent.mkdir(parents=True, exist_ok=True)
+    broker.state_file(settings).write_text(json.dumps(stale.__dict__))
+    status = broker.broker_status(settings)
+    assert status.state == stale
+    assert not status.process_alive
+    assert not status.running
+    with broker.LocalBroker(settings) as second:
+        assert second.state.pid != stale.pid
+        assert broker.broker_status(settings).running
+
+
+def test_fixed_port_in_use_is_refused(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = make_settings(data_dir=tmp_path, broker={"port": port})
+        with pytest.raises(MboError, match=f"MBO_BROKER__PORT={port}"):
+            broker.start_broker(settings, detach=False)
+    assert not broker.state_file(settings).exists()
+
+
+def test_fixed_port_is_used(tmp_path: Path) -> None:
+    port = broker.free_port()
+    with broker.LocalBroker(make_settings(data_dir=tmp_path, broker={"port": port})) as local:
+        assert local.bootstrap_servers == f"127.0.0.1:{port}"
+
+
+def test_broker_that_cannot_start_is_reported(tmp_path: Path) -> None:
+    fake = tmp_path / "tansu"
+    fake.write_text("#!/bin/sh\necho 'tansu: cannot start' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    settings = make_settings(data_dir=tmp_path / "data", broker={"binary": str(fake)})
+    with pytest.raises(MboError, match=r"exited with code 3.*cannot start"):
+        broker.start_broker(settings, detach=False)
+
+
+def test_kafka_probe_rejects_a_non_kafka_server() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def answer_garbage() -> None:
+            connection, _ = server.accept()
+            with connection:
+                connection.recv(64)
+                connection.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+        thread = threading.Thread(target=answer_garbage)
+        thread.start()
+        assert not broker.kafka_answers("127.0.0.1", port, timeout_s=2.0)
+        thread.join(timeout=5)
+    assert not broker.kafka_answers("127.0.0.1", port)
+
+
+def test_bootstrap_servers_without_broker_or_setting_says_what_to_do(settings: Settings) -> None:
+    with pytest.raises(MboError, match="mbo infra up"):
+        kafka.bootstrap_servers(settings)
+
+
+def test_state_file_of_a_recycled_pid_is_not_trusted(settings: Settings) -> None:
+    # Our own pid is alive but is not a tansu listening on that port.
+    fake = broker.BrokerState(
+        pid=os.getpid(),
+        host="127.0.0.1",
+        port=broker.free_port(),
+        binary="tansu",
+        log_file="",
+        started_at=0.0,
+    )
+    broker.state_file(settings).parent.mkdir(parents=True)
+    broker.state_file(settings).write_text(json.dumps(fake.__dict__))
+    assert not broker.broker_status(settings).process_alive
+    assert broker.stop_broker(settings) == fake  # removes the record, signals nobody
+    assert not broker.state_file(settings).exists()
