@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from mbo_cli import book, infra
+from mbo_cli import book, generate, infra
 from mbo_core.errors import MboError
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ def _subcommands() -> None:
 
 
 app.command("book")(book.book)
+app.command("generate")(generate.generate)
 app.add_typer(infra.app, name="infra")
 
 
