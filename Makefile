@@ -14,7 +14,7 @@ export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "import os; from pip._inte
 DATA ?= ../shared/data/CLX5_mbo.dbn
 OUT ?= out
 
-.PHONY: setup run book test lint typecheck unit clean
+.PHONY: setup run book test lint typecheck clean
 
 $(POETRY):
 	$(PYTHON) -m venv $(TOOLS)
@@ -26,8 +26,15 @@ $(POETRY):
 
 setup: .venv/.installed
 
-## The main job, end to end on the local defaults.
+## The main job, end to end on the local defaults: the file through Kafka, the book processor
+## and ClickHouse (local broker + embedded chDB under $(OUT)/data), then the report.
 run: setup
+	mkdir -p $(OUT)
+	rm -rf $(OUT)/data
+	$(POETRY) run mbo run --replay $(DATA) --until-drained --data-dir $(OUT)/data --report $(OUT)/report.json
+
+## The books of the file, offline (no Kafka): final books and the book after every event.
+book: setup
 	mkdir -p $(OUT)
 	$(POETRY) run mbo book $(DATA) --depth 10 -o $(OUT)/final.json --events $(OUT)/events.jsonl
 

@@ -30,6 +30,7 @@ import numpy as np
 from generator import events as ev
 from generator import matching as mt
 from generator.flow import POOLS, FairValues, FlowParams
+from mbo_core.book import kernel
 from mbo_core.records import MBO_DTYPE, MBO_LENGTH_WORDS, RTYPE_MBO
 
 #: 2025-01-06 14:30:00 UTC (a Monday, 09:30 in New York): the default start of the clock.
@@ -242,7 +243,7 @@ class MarketSimulator:
             self._window_start = until
             if len(chunk):
                 self.records += len(chunk)
-                self.events += int(np.count_nonzero(chunk["flags"] & ev.F_LAST))
+                self.events += int(np.count_nonzero(chunk["flags"] & kernel.F_LAST))
                 yield chunk
 
     def book_states(self, depth: int = 0) -> list[BookState]:
@@ -319,7 +320,7 @@ class MarketSimulator:
         counts = evt[:, ev.E_RECORDS]
         first_record = np.cumsum(counts) - counts
         # A trade event is two messages (trade summary, then book update); others one.
-        messages = 1 + (rec[first_record, ev.R_ACTION] == ev.ACTION_TRADE).astype(np.int64)
+        messages = 1 + (rec[first_record, ev.R_ACTION] == kernel.ACTION_TRADE).astype(np.int64)
 
         # Stream order. lexsort is stable and each book's events were generated in order.
         order = np.lexsort((evt[:, ev.E_BOOK], evt[:, ev.E_TS_RECV]))
@@ -369,7 +370,9 @@ class MarketSimulator:
         out["ts_in_delta"] = evt[of_record, ev.E_IN_DELTA]
         # In a trade event the book update records (all but T and F) are the second message.
         second = (
-            (messages[of_record] == 2) & (actions != ev.ACTION_TRADE) & (actions != ev.ACTION_FILL)
+            (messages[of_record] == 2)
+            & (actions != kernel.ACTION_TRADE)
+            & (actions != kernel.ACTION_FILL)
         )
         out["sequence"] = first_sequence[of_record] + second
         return out

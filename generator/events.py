@@ -79,16 +79,19 @@ from generator.matching import (
     remove_order,
     room_for_event,
 )
+from mbo_core.book.kernel import (
+    ACTION_ADD,
+    ACTION_CANCEL,
+    ACTION_CLEAR,
+    ACTION_FILL,
+    ACTION_MODIFY,
+    ACTION_TRADE,
+    F_LAST,
+    F_SNAPSHOT,
+    UNDEF_PRICE,
+)
 
-F_LAST = 128
-F_SNAPSHOT = 32
-UNDEF_PRICE = (1 << 63) - 1
-ACTION_ADD = ord("A")
-ACTION_CANCEL = ord("C")
-ACTION_MODIFY = ord("M")
-ACTION_CLEAR = ord("R")
-ACTION_TRADE = ord("T")
-ACTION_FILL = ord("F")
+# The DBN record vocabulary (flags, actions, sides) is defined once, beside the book kernel.
 SIDE_BYTE_NONE = ord("N")
 
 # Per-book state columns (int64), beside the books' BookArrays.

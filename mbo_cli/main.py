@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from mbo_cli import book, generate, infra
+from mbo_cli import book, generate, infra, process, produce, run, sink, sql
 from mbo_core.errors import MboError
 
 app = typer.Typer(
@@ -28,6 +28,11 @@ def _subcommands() -> None:
 
 app.command("book")(book.book)
 app.command("generate")(generate.generate)
+app.command("produce")(produce.produce)
+app.command("process")(process.process)
+app.command("sink")(sink.sink)
+app.command("run")(run.run)
+app.command("sql")(sql.sql)
 app.add_typer(infra.app, name="infra")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import ssl
 from typing import Any, Literal
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.helpers import create_ssl_context
 
@@ -170,3 +170,66 @@ def faust_app_kwargs(settings: Settings) -> dict[str, Any]:
 
         options["broker_credentials"] = faust.SSLCredentials(ssl_context)
     return options
+
+
+async def partition_ends(settings: Settings, topic: str) -> dict[int, int]:
+    """The end offset (next offset to be written) of every partition of `topic`.
+
+    Read from the high watermark a fetch returns, not from ListOffsets "latest", which the local
+    broker gets wrong after batched produce (docs/infrastructure.md).
+    """
+    consumer = make_consumer(settings, "ends", group_id=None, max_partition_fetch_bytes=1024)
+    await consumer.start()
+    try:
+        await consumer.topics()  # loads the metadata partitions_for_topic reads
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        ends: dict[int, int] = {}
+        for _ in range(50):
+            await consumer.getmany(*[tp for tp in tps if tp.partition not in ends], timeout_ms=200)
+            for tp in tps:
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    ends[tp.partition] = highwater
+            if len(ends) == len(tps):
+                return ends
+        missing = [tp.partition for tp in tps if tp.partition not in ends]
+        raise MboError(f"no high watermark for {topic} partitions {missing}")
+    finally:
+        await consumer.stop()
+
+
+async def committed_offsets(
+    settings: Settings, group_id: str, topic: str, partitions: list[int]
+) -> dict[int, int]:
+    """The group's committed offset per partition (-1: none)."""
+    admin = make_admin(settings, "offsets")
+    await admin.start()
+    try:
+        # Explicit partitions: without them the call fails on the local broker.
+        offsets = await admin.list_consumer_group_offsets(
+            group_id, partitions=[TopicPartition(topic, p) for p in partitions]
+        )
+    finally:
+        await admin.close()
+    result = dict.fromkeys(partitions, -1)
+    for tp, meta in offsets.items():
+        result[tp.partition] = meta.offset
+    return result
+
+
+async def group_members(settings: Settings, group_id: str) -> tuple[str, int]:
+    """(state, member count) of a consumer group, e.g. ("Stable", 2)."""
+    admin = make_admin(settings, "groups")
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group_id])
+    finally:
+        await admin.close()
+    for error_code, group, state, _protocol_type, _protocol, members in response.groups:
+        if error_code == 0 and group == group_id:
+            return str(state), len(members)
+    return "Unknown", 0

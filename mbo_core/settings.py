@@ -389,6 +389,55 @@ class BrokerSettings(_Group):
     )
 
 
+class PipelineSettings(_Group):
+    """How the stages cut, conflate and batch the stream (not where it goes)."""
+
+    chunk_records: int = Field(
+        default=1024,
+        ge=1,
+        le=1_000_000,
+        description="Producer: most records in one Kafka message (an event is never split, so a "
+        "larger event travels whole).",
+    )
+    chunk_linger_ms: float = Field(
+        default=2.0,
+        ge=0,
+        description="Producer: longest a record waits for its chunk to fill before it is sent.",
+    )
+    snapshot_interval_ms: int = Field(
+        default=1000,
+        ge=1,
+        description="Processor: event-time interval of depth snapshots per book (conflation).",
+    )
+    snapshot_depth: int = Field(
+        default=10, ge=1, le=1000, description="Processor: levels per side in a snapshot."
+    )
+    sink_batch_records: int = Field(
+        default=200_000,
+        ge=1,
+        description="Sink: most MBO records gathered into one ClickHouse insert.",
+    )
+    sink_flush_ms: int = Field(
+        default=200,
+        ge=1,
+        description="Sink: longest a consumed message waits before its batch is inserted.",
+    )
+
+
+class MetricsSettings(_Group):
+    """Prometheus endpoints (/metrics) of the stages; port 0 turns a stage's endpoint off."""
+
+    host: str = Field(default="127.0.0.1", description="Address the metrics endpoints bind to.")
+    producer_port: int = Field(default=9101, ge=0, le=65535, description="Producer /metrics.")
+    processor_port: int = Field(
+        default=9110,
+        ge=0,
+        le=65535,
+        description="Processor /metrics; worker N of `--workers` listens on this port + N.",
+    )
+    sink_port: int = Field(default=9102, ge=0, le=65535, description="Sink /metrics.")
+
+
 #: What each profile changes from the defaults written in the fields (which are dev's).
 _PROFILE_DEFAULTS: Final[dict[Profile, dict[str, dict[str, Any]]]] = {
     "dev": {},
@@ -441,6 +490,12 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings, description="HTTP API.")
     log: LogSettings = Field(default_factory=LogSettings, description="Logging.")
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="Local broker.")
+    pipeline: PipelineSettings = Field(
+        default_factory=PipelineSettings, description="Chunking, conflation and batching."
+    )
+    metrics: MetricsSettings = Field(
+        default_factory=MetricsSettings, description="Prometheus endpoints."
+    )
 
     @classmethod
     def settings_customise_sources(

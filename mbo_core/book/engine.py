@@ -9,7 +9,7 @@ middle of an event raises `BookNotObservableError`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,7 +118,9 @@ class BookEngine:
             lad_lvl=np.zeros((book_capacity * 2, ladder_width), dtype=np.int64),
             lad_n=np.zeros(book_capacity * 2, dtype=np.int64),
         )
-        self._out = np.zeros(2, dtype=np.int64)
+        self._out = np.zeros(4, dtype=np.int64)
+        self._no_taps = np.zeros((0, k.TAP_COLUMNS), dtype=np.int64)
+        self._taps = np.zeros((1024, k.TAP_COLUMNS), dtype=np.int64)
         self._scratch = np.zeros((64, 3), dtype=np.int64)
         self.records_applied = 0
 
@@ -138,13 +140,48 @@ class BookEngine:
         out = self._out
         i, n = 0, len(recs)
         while i < n:
-            status = k.apply_batch(self._state, recs, i, n, stop_at_events, out)
+            status = k.apply_batch(self._state, recs, i, n, stop_at_events, 0, self._no_taps, out)
             self.records_applied += int(out[0]) - i
             i = int(out[0])
             if status == k.EVENT:
                 yield int(out[1])
             elif status != k.DONE:
                 self._grow(status)
+
+    def apply_tracked(
+        self,
+        records: np.ndarray,
+        *,
+        snapshot_interval_ns: int,
+        on_snapshot_due: Callable[[int, int], None],
+    ) -> np.ndarray:
+        """Apply records in order, tracking what a publisher of the books must publish.
+
+        Returns one row per event that changed its book's best levels (columns: kernel.T_*:
+        record index, book, ts_event, ts_recv, sequence, bid price/size/count, ask
+        price/size/count, the book's quality counters; an empty side has price UNDEF_PRICE).
+        Calls on_snapshot_due(book, record_index) right after each event that is its book's first
+        in a new snapshot_interval_ns bucket of ts_event, while that book is observable.
+        "Changed" is relative to what this engine last reported, so the result depends only on
+        the records applied since the engine was created.
+        """
+        recs = _as_mbo(records)
+        if len(self._taps) < len(recs):
+            self._taps = np.zeros((len(recs), k.TAP_COLUMNS), dtype=np.int64)
+        out = self._out
+        out[2] = 0
+        i, n = 0, len(recs)
+        while i < n:
+            status = k.apply_batch(
+                self._state, recs, i, n, False, snapshot_interval_ns, self._taps, out
+            )
+            self.records_applied += int(out[0]) - i
+            i = int(out[0])
+            if status == k.EVENT:
+                on_snapshot_due(int(out[1]), i - 1)
+            elif status != k.DONE:
+                self._grow(status)
+        return self._taps[: int(out[2])].copy()
 
     def mark_unterminated(self, records: np.ndarray) -> None:
         """Count records of events that will never close (the stream ended); apply none."""
@@ -220,10 +257,13 @@ class BookEngine:
         s = self._state
         b = self.book_count
         s.meta[k.M_BOOKS] = b + 1
-        s.books[b, k.B_INSTRUMENT] = instrument_id
-        s.books[b, k.B_PUBLISHER] = publisher_id
-        k.index_book(s, b)
+        k.init_book(s, b, instrument_id, publisher_id)
         return b
+
+    def book_ids(self, books: np.ndarray) -> tuple[list[int], list[int]]:
+        """(instrument ids, publisher ids) of an array of book indexes."""
+        rows = self._state.books[books]
+        return rows[:, k.B_INSTRUMENT].tolist(), rows[:, k.B_PUBLISHER].tolist()
 
     def is_observable(self, book: int) -> bool:
         return bool(self._state.books[book, k.B_OPEN] == 0)
@@ -277,7 +317,7 @@ class BookEngine:
             sequence=row[k.B_SEQUENCE],
             bids=out[:n_bids],
             asks=out[n_bids:],
-            quality=dict(zip(QUALITY_FIELDS, row[k.B_QUALITY :], strict=True)),
+            quality=dict(zip(QUALITY_FIELDS, row[k.B_QUALITY : k.B_BBO], strict=True)),
         )
 
     def consolidated(self, books: list[int], depth: int = 10) -> BookView:

@@ -69,7 +69,17 @@ Q_MODIFY_SIDE = 5  # Modify that moves an order to the other side.
 Q_INVALID = 6  # Add/Cancel/Modify with side 'N', or an unknown action: not applied.
 Q_UNTERMINATED = 7  # Records of an event never closed by F_LAST (stream cut): not applied.
 N_QUALITY = 8
-BOOK_COLUMNS = B_QUALITY + N_QUALITY
+# The best levels last published for the book (price, size, count per side; price UNDEF_PRICE
+# for an empty side) and the event-time bucket of its last snapshot: kept here so that what is
+# published depends only on the input, also after a rebuild.
+B_BBO = B_QUALITY + N_QUALITY
+B_SNAPSHOT_BUCKET = B_BBO + 6
+BOOK_COLUMNS = B_SNAPSHOT_BUCKET + 1
+# A tap row: what apply_batch records for each event that changed a book's best levels.
+T_RECORD, T_BOOK, T_TS_EVENT, T_TS_RECV, T_SEQUENCE = range(5)
+T_BBO = 5  # bid price, size, count, ask price, size, count
+T_QUALITY = T_BBO + 6
+TAP_COLUMNS = T_QUALITY + N_QUALITY
 # meta scalars
 M_BOOKS, M_ORDER_FREE, M_ORDERS_USED, M_LEVEL_FREE = range(4)
 
@@ -134,6 +144,18 @@ def index_book(s: KernelState, b: int) -> None:
     while table[i] != EMPTY:
         i = (i + 1) & mask
     table[i] = b
+
+
+@njit(cache=True)
+def init_book(s: KernelState, b: int, instrument_id: int, publisher_id: int) -> None:
+    books = s.books
+    books[b, :] = 0
+    books[b, B_INSTRUMENT] = instrument_id
+    books[b, B_PUBLISHER] = publisher_id
+    books[b, B_BBO] = UNDEF_PRICE
+    books[b, B_BBO + 3] = UNDEF_PRICE
+    books[b, B_SNAPSHOT_BUCKET] = -1
+    index_book(s, b)
 
 
 @njit(cache=True)
@@ -486,13 +508,19 @@ def apply_batch(
     start: int,
     stop: int,
     stop_after_event: bool,
+    snapshot_interval_ns: int,
+    taps: np.ndarray,
     out: np.ndarray,
 ) -> int:
     """Apply records[start:stop] (a DBN MBO structured array) in order.
 
     Returns a status (DONE, EVENT, NEED_*) and writes into out[0] the index of the next record to
-    apply and into out[1] the book of the last record applied. With stop_after_event it returns
-    EVENT right after a record flagged F_LAST, so that the caller can observe that book.
+    apply and into out[1] the book of the last record applied. It returns EVENT right after a
+    record flagged F_LAST when stop_after_event is set, or when that event is the book's first in
+    a new snapshot_interval_ns bucket of ts_event (out[3] = 1 then; interval <= 0: never), so the
+    caller can observe that book. When taps has rows, each event that changes its book's best
+    levels appends a tap row (TAP_COLUMNS) at taps[out[2]] and increments out[2]; the caller
+    leaves out[2] alone between calls on one batch and makes taps as long as the batch.
     """
     meta = s.meta
     books = s.books
@@ -515,9 +543,7 @@ def apply_batch(
                 return NEED_BOOKS
             b = meta[M_BOOKS]
             meta[M_BOOKS] = b + 1
-            books[b, B_INSTRUMENT] = instrument_id
-            books[b, B_PUBLISHER] = publisher_id
-            index_book(s, b)
+            init_book(s, b, instrument_id, publisher_id)
         side = np.int64(rec["side"])
         need = _room_for_record(s, b, side)
         if need != DONE:
@@ -537,18 +563,67 @@ def apply_batch(
         i += 1
         out[1] = b
         if flags & F_LAST:
+            ts_event = np.int64(rec["ts_event"])
             books[b, B_OPEN] = 0
             books[b, B_EVENTS] += 1
-            books[b, B_TS_EVENT] = np.int64(rec["ts_event"])
+            books[b, B_TS_EVENT] = ts_event
             books[b, B_TS_RECV] = np.int64(rec["ts_recv"])
             books[b, B_SEQUENCE] = np.int64(rec["sequence"])
-            if stop_after_event:
+            if taps.shape[0] > 0 and _bbo_changed(s, b):
+                _tap(s, b, i - 1, taps, out)
+            snapshot_due = False
+            if snapshot_interval_ns > 0:
+                bucket = ts_event // snapshot_interval_ns
+                if bucket != books[b, B_SNAPSHOT_BUCKET]:
+                    books[b, B_SNAPSHOT_BUCKET] = bucket
+                    snapshot_due = True
+            if stop_after_event or snapshot_due:
                 out[0] = i
+                out[3] = 1 if snapshot_due else 0
                 return EVENT
         else:
             books[b, B_OPEN] += 1
     out[0] = i
     return DONE
+
+
+@njit(cache=True)
+def _bbo_changed(s: KernelState, b: int) -> bool:
+    """Whether the book's best levels differ from the last published ones; updates those."""
+    books = s.books
+    levels = s.levels
+    changed = False
+    for side in range(2):
+        row = b * 2 + side
+        n = s.lad_n[row]
+        col = B_BBO + 3 * side
+        if n == 0:
+            price, size, count = UNDEF_PRICE, 0, 0
+        else:
+            lv = s.lad_lvl[row, n - 1]
+            price, size, count = levels[lv, L_PRICE], levels[lv, L_SIZE], levels[lv, L_COUNT]
+        if books[b, col] != price or books[b, col + 1] != size or books[b, col + 2] != count:
+            books[b, col] = price
+            books[b, col + 1] = size
+            books[b, col + 2] = count
+            changed = True
+    return changed
+
+
+@njit(cache=True)
+def _tap(s: KernelState, b: int, record: int, taps: np.ndarray, out: np.ndarray) -> None:
+    books = s.books
+    t = out[2]
+    taps[t, T_RECORD] = record
+    taps[t, T_BOOK] = b
+    taps[t, T_TS_EVENT] = books[b, B_TS_EVENT]
+    taps[t, T_TS_RECV] = books[b, B_TS_RECV]
+    taps[t, T_SEQUENCE] = books[b, B_SEQUENCE]
+    for k in range(6):
+        taps[t, T_BBO + k] = books[b, B_BBO + k]
+    for k in range(N_QUALITY):
+        taps[t, T_QUALITY + k] = books[b, B_QUALITY + k]
+    out[2] = t + 1
 
 
 # ------------------------------------------------------------------------- views

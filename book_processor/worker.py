@@ -1,0 +1,38 @@
+"""Running one processor worker: topics first, then the Faust worker until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+
+from book_processor.app import create_app, warm_up
+from mbo_core.logs import configure_logging, logging_config
+from mbo_core.metrics import serve_metrics
+from mbo_core.settings import Settings
+from mbo_core.topics import ensure_topics
+
+log = logging.getLogger("book_processor")
+
+
+def run_worker(
+    settings: Settings, *, worker_index: int = 0, metrics_port: int | None = None
+) -> None:
+    """Run worker `worker_index` (its /metrics port is the processor port + index) until stopped."""
+    configure_logging(settings.log, f"processor-{worker_index}")
+    asyncio.run(ensure_topics(settings))
+    port = settings.metrics.processor_port + worker_index if metrics_port is None else metrics_port
+    serve_metrics(settings.metrics.host, port)
+    warm_up()
+    app = create_app(settings)
+    # A fresh loop for Faust: asyncio.run above closed the one it made.
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log.level.lower(),
+        quiet=True,
+        logging_config=logging_config(settings.log, f"processor-{worker_index}"),
+    )
+    log.info("processor worker %d starting", worker_index, extra={"metrics_port": port})
+    worker.execute_from_commandline()

@@ -1,0 +1,139 @@
+"""The figures of a drained `mbo run`: counts, rows, throughput, latency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from mbo_core.clickhouse import connect
+from mbo_core.kafka import make_consumer, partition_ends
+from mbo_core.schemas import H_PROCESSED_NS
+from mbo_core.settings import Settings
+
+TABLES = ("mbo_records", "bbo", "book_snapshots")
+
+
+def build_report(
+    settings: Settings,
+    *,
+    run_dir: Path,
+    started: float,
+    drained_at: float,
+    sink_metrics: str,
+    restarts: dict[str, int],
+) -> dict[str, Any]:
+    producer = _producer_summary(run_dir)
+    rows, events = _clickhouse_counts(settings)
+    event_latency = asyncio.run(_event_latencies(settings))
+    # From the first record sent (start-up of the processes is not the pipeline's throughput).
+    first_sent = producer.get("first_sent_ns")
+    begin = first_sent / 1e9 if first_sent else started
+    seconds = max(drained_at - begin, 1e-9)
+    records = int(producer.get("records_sent", rows["mbo_records"]))
+    return {
+        "records": records,
+        "events": events,
+        "rows": rows,
+        "seconds": round(seconds, 3),
+        "records_per_s": round(records / seconds),
+        "producer": producer,
+        "latency_ms": {
+            "send_to_event": event_latency,
+            "send_to_clickhouse": _histogram_quantiles(sink_metrics, stage="sink"),
+        },
+        "restarts": restarts,
+    }
+
+
+def _producer_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "producer.json"
+    if not path.exists():
+        return {}
+    summary: dict[str, Any] = json.loads(path.read_text())
+    return summary
+
+
+def _clickhouse_counts(settings: Settings) -> tuple[dict[str, int], int]:
+    client = connect(settings)
+    try:
+        rows = {
+            table: int(client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0])
+            for table in TABLES
+        }
+        events = int(
+            client.query(
+                "SELECT countIf(bitAnd(flags, 128) != 0) FROM mbo_records FINAL"
+            ).result_rows[0][0]
+        )
+    finally:
+        client.close()
+    return rows, events
+
+
+async def _event_latencies(settings: Settings) -> dict[str, float | int]:
+    """Exact send -> publish latency of every BBO and snapshot message (ms)."""
+    latencies: list[int] = []
+    for topic in (settings.topics.bbo.name, settings.topics.snapshots.name):
+        ends = await partition_ends(settings, topic)
+        consumer = make_consumer(settings, "report", topic, group_id=None)
+        await consumer.start()
+        try:
+            remaining = sum(ends.values())
+            while remaining > 0:
+                batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+                if not batches:
+                    break
+                for messages in batches.values():
+                    for message in messages:
+                        remaining -= 1
+                        processed = dict(message.headers or ()).get(H_PROCESSED_NS)
+                        sent = orjson.loads(message.value).get("sent_ns")
+                        if processed and sent:
+                            latencies.append(int(processed) - int(sent))
+        finally:
+            await consumer.stop()
+    if not latencies:
+        return {"count": 0}
+    values = np.array(latencies, dtype=np.float64) / 1e6
+    return {
+        "count": len(values),
+        "p50": round(float(np.percentile(values, 50)), 3),
+        "p99": round(float(np.percentile(values, 99)), 3),
+        "max": round(float(values.max()), 3),
+    }
+
+
+def _histogram_quantiles(metrics_text: str, *, stage: str) -> dict[str, float | int | str]:
+    """p50/p99 (ms) of mbo_end_to_end_latency_seconds for a stage, from its buckets: each is the
+    upper bound of the bucket the quantile falls in."""
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "mbo_end_to_end_latency_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") and sample.labels.get("stage") == stage:
+                bound = float(sample.labels["le"])
+                buckets[bound] = buckets.get(bound, 0.0) + sample.value
+    if not buckets or max(buckets.values()) == 0:
+        return {"count": 0}
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]]
+
+    def quantile(q: float) -> float:
+        for bound in bounds:
+            if buckets[bound] >= q * total:
+                return bound * 1000
+        return float("inf")
+
+    return {
+        "count": int(total),
+        "p50_le": quantile(0.5),
+        "p99_le": quantile(0.99),
+        "method": "histogram bucket upper bounds",
+    }

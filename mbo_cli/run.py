@@ -1,0 +1,263 @@
+"""`mbo run`: the whole pipeline in one command, each stage its own supervised process.
+
+Starts the local broker (unless MBO_KAFKA__BOOTSTRAP_SERVERS names one), creates the topics,
+then runs `mbo produce`, `mbo process` (one per --workers) and `mbo sink` as child processes
+sharing one environment. With a chdb:// ClickHouse URL the sink is the only process that opens
+the data directory (chDB allows one). A processor or sink that dies is restarted: both rebuild
+what they need from Kafka. A producer that dies ends the run: replaying again would duplicate
+records under new offsets.
+
+--until-drained waits until every record is reflected everywhere: the producer finished, both
+consumer groups have committed the end of the records topic, and the sink has committed the end
+of the BBO and snapshot topics (ends read from fetch high watermarks, twice alike). Then it stops
+the stages, writes the report and exits 0. Without it, the stages keep running until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mbo_cli.supervisor import Supervisor
+from mbo_core.errors import InputError, MboError
+
+log = logging.getLogger("mbo.run")
+
+
+def run(
+    replay: Annotated[Path, typer.Option("--replay", help="DBN MBO file to replay.")],
+    rate: Annotated[
+        float | None, typer.Option("--rate", help="Replay at this many records/s.")
+    ] = None,
+    speed: Annotated[
+        float | None, typer.Option("--speed", help="Replay at this multiple of recorded time.")
+    ] = None,
+    max_: Annotated[
+        bool, typer.Option("--max", help="Replay flat out (the default without --rate/--speed).")
+    ] = False,
+    loop: Annotated[int, typer.Option("--loop", min=1, help="Replay the file N times.")] = 1,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=64, help="Book-processor worker processes.")
+    ] = 1,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Local state (default MBO_DATA_DIR).")
+    ] = None,
+    until_drained: Annotated[
+        bool,
+        typer.Option("--until-drained", help="Stop once everything is in ClickHouse; exit 0."),
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the run's figures here as JSON.")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Longest wait for draining (s).")
+    ] = 1800,
+) -> None:
+    """Replay FILE through Kafka, the book processors and ClickHouse."""
+    from mbo_core.dbn import open_mbo  # noqa: PLC0415
+    from mbo_core.logs import configure_logging  # noqa: PLC0415
+    from mbo_core.settings import load_settings  # noqa: PLC0415
+
+    if sum(option is not None for option in (rate, speed)) + max_ > 1:
+        raise InputError("--rate, --speed and --max exclude each other")
+    overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
+    settings = load_settings(**overrides)
+    configure_logging(settings.log, "run")
+    open_mbo(replay)  # bad input fails here, before anything starts
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        bootstrap = _bootstrap(settings, stack)
+        env = {
+            **os.environ,
+            "MBO_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "MBO_DATA_DIR": str(settings.data_dir),
+            "MBO_CLICKHOUSE__URL": settings.clickhouse_url,
+        }
+        settings = load_settings(**overrides, kafka={"bootstrap_servers": bootstrap})
+        asyncio.run(_ensure_topics(settings))
+        run_dir = settings.data_dir / "run"
+        supervisor = Supervisor(run_dir=run_dir, env=env)
+        stack.callback(supervisor.stop_all)
+        ports = _start_stages(supervisor, settings, replay, rate, speed, loop, workers, run_dir)
+        print(
+            f"mbo run: broker {bootstrap}, ClickHouse {settings.clickhouse_url}, "
+            f"logs in {run_dir / 'logs'}",
+            file=sys.stderr,
+        )
+        stop = _stop_on_signals()
+        if not until_drained:
+            _serve_until_stopped(supervisor, stop)
+            return
+        started = time.time()
+        drained_at = _wait_drained(supervisor, settings, workers, stop, timeout)
+        from mbo_cli.report import build_report  # noqa: PLC0415 (reads ClickHouse)
+
+        sink_metrics = _scrape(settings.metrics.host, ports["sink"])
+        supervisor.stop_all()
+        figures = build_report(
+            settings,
+            run_dir=run_dir,
+            started=started,
+            drained_at=drained_at,
+            sink_metrics=sink_metrics,
+            restarts={name: child.restarts for name, child in supervisor.children.items()},
+        )
+    text = json.dumps(figures, indent=1)
+    if report is not None:
+        report.write_text(text + "\n")
+    print(text)
+
+
+def _bootstrap(settings: Any, stack: contextlib.ExitStack) -> str:
+    if settings.kafka.bootstrap_servers:
+        return str(settings.kafka.bootstrap_servers)
+    from mbo_core.broker import LocalBroker  # noqa: PLC0415
+
+    broker = stack.enter_context(LocalBroker(settings))
+    return str(broker.bootstrap_servers)
+
+
+async def _ensure_topics(settings: Any) -> None:
+    from mbo_core.topics import ensure_topics  # noqa: PLC0415
+
+    await ensure_topics(settings)
+
+
+def _start_stages(
+    supervisor: Supervisor,
+    settings: Any,
+    replay: Path,
+    rate: float | None,
+    speed: float | None,
+    loop: int,
+    workers: int,
+    run_dir: Path,
+) -> dict[str, int]:
+    from mbo_core.broker import free_port  # noqa: PLC0415
+
+    ports = {"sink": free_port(), "producer": free_port()}
+    supervisor.start("sink", ["sink", "--metrics-port", str(ports["sink"])], restart=True)
+    for i in range(workers):
+        ports[f"processor-{i}"] = port = free_port()
+        supervisor.start(
+            f"processor-{i}",
+            ["process", "--worker-index", str(i), "--metrics-port", str(port)],
+            restart=True,
+        )
+    # Records sent before the consumers have joined would wait for them and measure start-up,
+    # not the pipeline.
+    _wait_consumers_ready(supervisor, settings, workers)
+    pace = ["--rate", str(rate)] if rate else ["--speed", str(speed)] if speed else ["--max"]
+    supervisor.start(
+        "producer",
+        ["produce", str(replay), *pace, "--loop", str(loop), "--summary",
+         str(run_dir / "producer.json"), "--metrics-port", str(ports["producer"])],
+        restart=False,
+    )  # fmt: skip
+    (run_dir / "ports.json").write_text(json.dumps(ports))
+    return ports
+
+
+def _wait_consumers_ready(
+    supervisor: Supervisor, settings: Any, workers: int, timeout: float = 180
+) -> None:
+    from mbo_core.kafka import group_members  # noqa: PLC0415
+
+    async def ready() -> bool:
+        kafka = settings.kafka
+        processors = await group_members(settings, kafka.processor_group_id)
+        sink = await group_members(settings, kafka.sink_group_id)
+        return processors == ("Stable", workers) and sink == ("Stable", 1)
+
+    deadline = time.monotonic() + timeout
+    while not asyncio.run(ready()):
+        supervisor.check()
+        if time.monotonic() > deadline:
+            raise MboError(f"the consumers did not join within {timeout:.0f} s; see the logs")
+        time.sleep(0.3)
+
+
+def _stop_on_signals() -> list[int]:
+    received: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return received
+
+
+def _serve_until_stopped(supervisor: Supervisor, stop: list[int]) -> None:
+    print("mbo run: serving; Ctrl-C stops every stage", file=sys.stderr)
+    while not stop:
+        supervisor.check()
+        time.sleep(0.5)
+    print("mbo run: stopping", file=sys.stderr)
+
+
+def _wait_drained(
+    supervisor: Supervisor, settings: Any, workers: int, stop: list[int], timeout: float
+) -> float:
+    from mbo_core.kafka import committed_offsets, partition_ends  # noqa: PLC0415
+
+    topics = settings.topics
+    groups = settings.kafka
+
+    async def positions() -> tuple[Any, ...]:
+        records = await partition_ends(settings, topics.records.name)
+        parts = sorted(records)
+        processed = await committed_offsets(settings, groups.processor_group_id,
+                                            topics.records.name, parts)  # fmt: skip
+        stored = await committed_offsets(settings, groups.sink_group_id,
+                                         topics.records.name, parts)  # fmt: skip
+        outputs = []
+        for topic in (topics.bbo.name, topics.snapshots.name):
+            ends = await partition_ends(settings, topic)
+            outputs.append((ends, await committed_offsets(settings, groups.sink_group_id, topic,
+                                                          sorted(ends))))  # fmt: skip
+        return records, processed, stored, outputs
+
+    def caught_up(ends: dict[int, int], committed: dict[int, int]) -> bool:
+        return all(end == 0 or committed.get(p, -1) >= end for p, end in ends.items())
+
+    deadline = time.monotonic() + timeout
+    previous: tuple[Any, ...] | None = None
+    while time.monotonic() < deadline:
+        if stop:
+            raise MboError("interrupted before the pipeline drained")
+        supervisor.check()
+        if supervisor.children["producer"].finished:
+            state = asyncio.run(positions())
+            records, processed, stored, outputs = state
+            done = (
+                caught_up(records, processed)
+                and caught_up(records, stored)
+                and all(caught_up(ends, committed) for ends, committed in outputs)
+            )
+            if done and state == previous:
+                return time.time()
+            previous = state if done else None
+        time.sleep(0.5)
+    raise MboError(f"the pipeline did not drain within {timeout:.0f} s; see {supervisor.run_dir}")
+
+
+def _scrape(host: str, port: int) -> str:
+    import urllib.request  # noqa: PLC0415
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError as exc:
+        log.warning("could not read the sink's metrics: %s", exc)
+        return ""

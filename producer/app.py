@@ -1,0 +1,502 @@
+"""Replaying a DBN MBO file into the records topic (`mbo produce`, and `produce_file` for code).
+
+Each Kafka message is one `Chunk` (producer.chunking): whole events of one instrument as raw
+56-byte DBN records, keyed by the instrument id, with the headers of
+`mbo_core.schemas.records_headers`. After the last chunk of each instrument, an end-of-stream
+marker (empty value, `end-of-stream: 1`) keyed by it. The format is documented in
+docs/producer.md and mbo_core/schemas.py.
+
+The replay runs in time slices: at each slice the pacer (producer.pacing) says how many more
+records are due; they are fed to the chunker, full chunks are sent at once and open chunks once
+their oldest record has waited `MBO_PIPELINE__CHUNK_LINGER_MS`. Sends are asynchronous
+(aiokafka batches them); every delivery is awaited before the summary is returned, and a failed
+delivery raises MboError.
+
+Loops replay the file again after a Clear (action R) of every book seen, so that the books of
+the next copy start empty. A set `stop` event (SIGINT/SIGTERM in the CLI) stops reading: the
+chunks of complete events are still sent, no end-of-stream marker is, and the summary says
+`interrupted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import signal
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from mbo_core.dbn import DEFAULT_BATCH_RECORDS, MboFile, open_mbo
+from mbo_core.errors import InputError, MboError
+from mbo_core.kafka import bootstrap_servers, make_producer
+from mbo_core.metrics import (
+    BATCH_RECORDS,
+    MESSAGES_OUT,
+    PRODUCER_RATE,
+    RECORDS_IN,
+    RECORDS_OUT,
+    serve_metrics,
+)
+from mbo_core.records import MBO_DTYPE
+from mbo_core.schemas import end_of_stream_headers, instrument_key, records_headers
+from mbo_core.settings import Settings
+from mbo_core.topics import ensure_topics
+from producer.chunking import Chunk, Chunker, clear_records, last_of_each_book
+from producer.pacing import Pacer, Pacing
+
+log = logging.getLogger("producer")
+
+STAGE = "producer"
+#: File batch when paced: small, so reading the next one never holds a time slice up for long.
+PACED_BATCH_RECORDS = 1 << 15
+#: Shortest pause between two time slices of a paced replay.
+SLICE_S = 0.001
+#: Pauses longer than this wait on the stop event, so that a signal ends them at once.
+WATCHED_WAIT_S = 0.02
+#: Room for the Kafka record batch and message framing and our headers in a produce request.
+REQUEST_OVERHEAD_BYTES = 1024
+
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class ProduceSummary:
+    """What a replay did. records_sent = records_read + clears - unterminated_records."""
+
+    path: str
+    topic: str
+    mode: str  # max, rate or speed
+    target_rate: float | None  # records/s (mode rate)
+    speed: float | None  # x recorded pace (mode speed)
+    loops: int  # copies of the file asked for
+    copies: int  # copies replayed to their end
+    chunk_records: int  # the bound used (MBO_PIPELINE__CHUNK_RECORDS, capped by request size)
+    records_read: int  # file records taken into the replay (all copies)
+    records_sent: int  # records delivered to Kafka, Clears included
+    messages: int  # records messages delivered (end-of-stream markers not counted)
+    end_of_stream_markers: int
+    clears: int  # Clear records inserted between copies
+    #: Records of events without their F_LAST at the end of a copy or at an interruption:
+    #: not sent (the book engine would not apply them either).
+    unterminated_records: int
+    instruments: int
+    seconds: float  # from the start of the replay to the last delivery
+    records_per_s: float  # records_sent / seconds
+    interrupted: bool
+    first_sent_ns: int | None  # sent-ns header of the first records message
+    last_sent_ns: int | None  # and of the last one
+    messages_by_instrument: dict[int, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["messages_by_instrument"] = {
+            str(key): value for key, value in sorted(self.messages_by_instrument.items())
+        }
+        return out
+
+    def line(self) -> str:
+        """One line for people: what was sent, how fast, and whether it was interrupted."""
+        state = "interrupted" if self.interrupted else "done"
+        extras = []
+        if self.clears:
+            extras.append(f"{self.clears:,} clear{'s' if self.clears > 1 else ''}")
+        if self.unterminated_records:
+            extras.append(f"{self.unterminated_records:,} unterminated records not sent")
+        tail = f" ({', '.join(extras)})" if extras else ""
+        return (
+            f"{state}: {self.records_sent:,} records in {self.messages:,} messages "
+            f"to {self.topic} in {self.seconds:.2f} s, {self.records_per_s:,.0f} records/s"
+            f"{tail}"
+        )
+
+
+def chunk_bound(settings: Settings) -> int:
+    """Records per message: MBO_PIPELINE__CHUNK_RECORDS, but never more than one produce
+    request may carry (a larger message would be refused by the client)."""
+    fits = (settings.kafka.max_request_size - REQUEST_OVERHEAD_BYTES) // MBO_DTYPE.itemsize
+    return max(1, min(settings.pipeline.chunk_records, fits))
+
+
+async def produce_file(
+    settings: Settings,
+    path: Path,
+    *,
+    rate: float | None = None,
+    speed: float | None = None,
+    loops: int = 1,
+    progress: ProgressCallback | None = None,
+    stop: asyncio.Event | None = None,
+) -> ProduceSummary:
+    """Replay the DBN MBO file at `path` into the records topic; see the module doc.
+
+    At most one of rate (records/s) and speed (x recorded pace); neither: flat out.
+    `progress(n)` is called with the number of records taken into the replay since the last
+    call. Setting `stop` ends the replay early (interrupted=True, no end-of-stream markers).
+    Raises InputError for bad options or input, MboError if Kafka fails.
+    """
+    pacing = Pacing.validate(rate=rate, speed=speed, loops=loops)
+    source = open_mbo(path)
+    await ensure_topics(settings)
+    producer = make_producer(settings, STAGE)
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        await producer.stop()
+        raise MboError(f"cannot reach Kafka at {bootstrap_servers(settings)}: {exc}") from None
+    try:
+        replay = _Replay(
+            settings,
+            source,
+            pacing,
+            _Sender(producer, settings, source),
+            loops=loops,
+            progress=progress,
+            stop=stop or asyncio.Event(),
+        )
+        return await replay.run()
+    finally:
+        await producer.stop()
+
+
+class _Sender:
+    """Sends chunks and end-of-stream markers; counts what the broker acknowledged."""
+
+    def __init__(self, producer: AIOKafkaProducer, settings: Settings, source: MboFile) -> None:
+        self.producer = producer
+        self.topic = settings.topics.records.name
+        self.max_request_size = settings.kafka.max_request_size
+        self.dataset = source.dataset
+        self.symbols = source.symbols
+        self.inflight: set[asyncio.Future[Any]] = set()
+        self.failure: BaseException | None = None
+        self.records = 0
+        self.messages = 0
+        self.markers = 0
+        self.by_instrument: dict[int, int] = {}
+        self.first_sent_ns: int | None = None
+        self.last_sent_ns: int | None = None
+        self._records_out = RECORDS_OUT.labels(stage=STAGE)
+        self._messages_out = MESSAGES_OUT.labels(stage=STAGE, topic=self.topic)
+        self._batch_records = BATCH_RECORDS.labels(stage=STAGE)
+
+    async def send(self, chunks: Iterable[Chunk]) -> None:
+        for chunk in chunks:
+            await self._send_chunk(chunk)
+
+    async def _send_chunk(self, chunk: Chunk) -> None:
+        self.check()
+        value = chunk.records.tobytes()
+        if len(value) + REQUEST_OVERHEAD_BYTES > self.max_request_size:
+            raise MboError(
+                f"one event of instrument {chunk.instrument_id} has {len(chunk):,} records "
+                f"({len(value):,} bytes), more than one Kafka request may carry: raise "
+                f"MBO_KAFKA__MAX_REQUEST_SIZE={self.max_request_size} (and the brokers' "
+                "message.max.bytes)"
+            )
+        sent_ns = time.time_ns()
+        headers = records_headers(
+            dataset=self.dataset,
+            symbol=self.symbols.get(chunk.instrument_id),
+            sent_ns=sent_ns,
+            records=len(chunk),
+        )
+        future = await self._produce(instrument_key(chunk.instrument_id), value, headers)
+        if self.first_sent_ns is None:
+            self.first_sent_ns = sent_ns
+        self.last_sent_ns = sent_ns
+        records, instrument_id = len(chunk), chunk.instrument_id
+
+        def delivered(done: asyncio.Future[Any]) -> None:
+            if self._settle(done):
+                self.records += records
+                self.messages += 1
+                self.by_instrument[instrument_id] = self.by_instrument.get(instrument_id, 0) + 1
+                self._records_out.inc(records)
+                self._messages_out.inc()
+                self._batch_records.observe(records)
+
+        future.add_done_callback(delivered)
+
+    async def end_of_stream(self, instrument_ids: Iterable[int]) -> None:
+        for instrument_id in instrument_ids:
+            self.check()
+            headers = end_of_stream_headers(
+                dataset=self.dataset,
+                symbol=self.symbols.get(instrument_id),
+                sent_ns=time.time_ns(),
+            )
+            future = await self._produce(instrument_key(instrument_id), b"", headers)
+
+            def delivered(done: asyncio.Future[Any]) -> None:
+                if self._settle(done):
+                    self.markers += 1
+
+            future.add_done_callback(delivered)
+
+    async def _produce(
+        self, key: bytes, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> asyncio.Future[Any]:
+        try:
+            future: asyncio.Future[Any] = await self.producer.send(
+                self.topic, value=value, key=key, headers=headers
+            )
+        except KafkaError as exc:
+            raise MboError(f"cannot send to Kafka topic {self.topic}: {exc!r}") from None
+        self.inflight.add(future)
+        return future
+
+    def _settle(self, done: asyncio.Future[Any]) -> bool:
+        """Forget a finished send; True if it was delivered."""
+        self.inflight.discard(done)
+        if done.cancelled():
+            self.failure = self.failure or asyncio.CancelledError()
+            return False
+        error = done.exception()
+        if error is not None:
+            self.failure = self.failure or error
+            return False
+        return True
+
+    def check(self) -> None:
+        if self.failure is not None:
+            raise MboError(f"delivery to Kafka topic {self.topic} failed: {self.failure!r}")
+
+    async def drain(self) -> None:
+        """Wait until every message sent so far is acknowledged (or failed)."""
+        await self.producer.flush()
+        if self.inflight:
+            await asyncio.wait(list(self.inflight))
+        self.check()
+
+
+class _Replay:
+    def __init__(
+        self,
+        settings: Settings,
+        source: MboFile,
+        pacing: Pacing,
+        sender: _Sender,
+        *,
+        loops: int,
+        progress: ProgressCallback | None,
+        stop: asyncio.Event,
+    ) -> None:
+        self.source = source
+        self.pacing = pacing
+        self.pacer: Pacer = pacing.pacer()
+        self.sender = sender
+        self.loops = loops
+        self.progress = progress
+        self.stop = stop
+        self.chunker = Chunker(chunk_bound(settings))
+        self.linger_s = settings.pipeline.chunk_linger_ms / 1000
+        self.batch_records = DEFAULT_BATCH_RECORDS if pacing.mode == "max" else PACED_BATCH_RECORDS
+        self.books: dict[tuple[int, int], tuple[int, int]] = {}
+        self.records_read = 0
+        self.clears = 0
+        self.unterminated = 0
+        self.copies = 0
+        self._records_in = RECORDS_IN.labels(stage=STAGE)
+        self._loop = asyncio.get_running_loop()
+        self._start = self._loop.time()
+
+    def elapsed(self) -> float:
+        return self._loop.time() - self._start
+
+    async def run(self) -> ProduceSummary:
+        PRODUCER_RATE.set(self.pacing.rate or 0)
+        log.info(
+            "replay started: %s -> %s, %s, %d cop%s, chunks of <= %d records",
+            self.source.path,
+            self.sender.topic,
+            self.pacing.describe(),
+            self.loops,
+            "y" if self.loops == 1 else "ies",
+            self.chunker.chunk_records,
+            extra={
+                "event": "replay_started",
+                "file": str(self.source.path),
+                "topic": self.sender.topic,
+                "mode": self.pacing.mode,
+                "rate": self.pacing.rate,
+                "speed": self.pacing.speed,
+                "loops": self.loops,
+                "chunk_records": self.chunker.chunk_records,
+            },
+        )
+        self._start = self._loop.time()
+        interrupted = False
+        for copy in range(self.loops):
+            if not await self._replay_copy():
+                interrupted = True
+                break
+            self.copies += 1
+            # Events the file never closes: the next copy (or the end) must not close them.
+            self.unterminated += self.chunker.drop_unfinished()
+            self.pacer.end_copy()
+            if copy < self.loops - 1:
+                clears = clear_records(self.books)
+                self.clears += len(clears)
+                await self.sender.send(self.chunker.feed(clears, self.elapsed()))
+        if interrupted:
+            self.unterminated += self.chunker.drop_unfinished()
+        await self.sender.send(self.chunker.flush())
+        if not interrupted:
+            await self.sender.end_of_stream(sorted({key[0] for key in self.books}))
+        await self.sender.drain()
+        summary = self._summary(interrupted, self.elapsed())
+        log.info(
+            "replay %s",
+            summary.line(),
+            extra={"event": "replay_" + ("interrupted" if interrupted else "finished")}
+            | {k: v for k, v in summary.to_json().items() if k != "messages_by_instrument"},
+        )
+        return summary
+
+    async def _replay_copy(self) -> bool:
+        """Replay one copy of the file; False if stopped before its end."""
+        batches = self.source.batches(self.batch_records)
+        try:
+            for batch in batches:
+                self.books.update(last_of_each_book(batch))
+                if not await self._replay_batch(batch):
+                    return False
+        finally:
+            # Leaving early: close the generator now, and with it the file.
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+        return True
+
+    async def _replay_batch(self, batch: np.ndarray) -> bool:
+        self.pacer.start_batch(batch)
+        position, size = 0, len(batch)
+        while position < size:
+            if self.stop.is_set():
+                return False
+            now = self.elapsed()
+            due = self.pacer.due(position, now)
+            if due > position:
+                await self._take(batch[position:due], now)
+                position = due
+            opened = self.chunker.next_open_time()
+            if opened is not None and opened <= now - self.linger_s:
+                await self.sender.send(self.chunker.flush(opened_by=now - self.linger_s))
+            if position < size:
+                await self._pause(position, now)
+        # Flat out, the sender task must still get its turn between batches.
+        await asyncio.sleep(0)
+        return True
+
+    async def _take(self, records: np.ndarray, now: float) -> None:
+        count = len(records)
+        self.records_read += count
+        self._records_in.inc(count)
+        if self.progress is not None:
+            self.progress(count)
+        await self.sender.send(self.chunker.feed(records, now))
+
+    async def _pause(self, position: int, now: float) -> None:
+        """Sleep until the next record is due or an open chunk's linger ends, whichever is
+        first, but at least one time slice."""
+        wake = self.pacer.next_due(position)
+        opened = self.chunker.next_open_time()
+        if opened is not None:
+            wake = min(wake, opened + self.linger_s)
+        delay = max(wake - now, SLICE_S)
+        if delay <= WATCHED_WAIT_S:
+            await asyncio.sleep(delay)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stop.wait(), delay)
+
+    def _summary(self, interrupted: bool, seconds: float) -> ProduceSummary:
+        sender = self.sender
+        return ProduceSummary(
+            path=str(self.source.path),
+            topic=sender.topic,
+            mode=self.pacing.mode,
+            target_rate=self.pacing.rate,
+            speed=self.pacing.speed,
+            loops=self.loops,
+            copies=self.copies,
+            chunk_records=self.chunker.chunk_records,
+            records_read=self.records_read,
+            records_sent=sender.records,
+            messages=sender.messages,
+            end_of_stream_markers=sender.markers,
+            clears=self.clears,
+            unterminated_records=self.unterminated,
+            instruments=len({key[0] for key in self.books}),
+            seconds=seconds,
+            records_per_s=sender.records / seconds if seconds > 0 else math.inf,
+            interrupted=interrupted,
+            first_sent_ns=sender.first_sent_ns,
+            last_sent_ns=sender.last_sent_ns,
+            messages_by_instrument=dict(sender.by_instrument),
+        )
+
+
+def start_metrics(settings: Settings, port: int | None = None) -> int:
+    """Serve /metrics on MBO_METRICS__HOST and `port` (default MBO_METRICS__PRODUCER_PORT;
+    0: off). Returns the port, 0 if off."""
+    host = settings.metrics.host
+    chosen = settings.metrics.producer_port if port is None else port
+    if chosen < 0 or chosen > 65535:
+        raise InputError(f"--metrics-port must be 0 (off) or a port number, not {chosen}")
+    try:
+        return serve_metrics(host, chosen)
+    except OSError as exc:
+        raise MboError(f"cannot serve metrics on {host}:{chosen}: {exc.strerror or exc}") from None
+
+
+def run_produce(
+    settings: Settings,
+    path: Path,
+    *,
+    rate: float | None = None,
+    speed: float | None = None,
+    loops: int = 1,
+    progress: ProgressCallback | None = None,
+) -> ProduceSummary:
+    """`produce_file` in its own event loop, stopped cleanly by SIGINT or SIGTERM.
+
+    The first signal stops the replay (the summary says interrupted); a second one abandons
+    waiting for deliveries and raises KeyboardInterrupt.
+    """
+
+    async def main() -> ProduceSummary:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        signals = (signal.SIGINT, signal.SIGTERM)
+
+        def on_signal(signum: signal.Signals) -> None:
+            if not stop.is_set():
+                log.info("%s: stopping the replay", signum.name)
+                stop.set()
+            elif task is not None:
+                task.cancel()
+
+        for signum in signals:
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            return await produce_file(
+                settings, path, rate=rate, speed=speed, loops=loops, progress=progress, stop=stop
+            )
+        except asyncio.CancelledError:
+            raise KeyboardInterrupt from None
+        finally:
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+    return asyncio.run(main())

@@ -1,0 +1,295 @@
+"""Cutting an MBO record stream into Kafka-sized chunks of whole events, one instrument each.
+
+Pure (no I/O, no clock): callers pass the time, in any unit, when they feed records.
+
+Records arrive in file order, instruments interleaved. Each record joins its instrument's
+buffer; a chunk is a run of one instrument's buffered records that ends right after an F_LAST
+record, so a chunk always holds whole events. A chunk holds at most `chunk_records` records,
+except that one event larger than that travels whole as a chunk of its own. Records of an
+event whose F_LAST has not arrived yet stay buffered (across feeds) until it does.
+
+`feed` returns only chunks that are full (the next event of that instrument would not fit);
+`flush` also returns the open, not yet full chunks, of every instrument or of those whose
+oldest buffered record was fed at or before a deadline (the producer's linger). At the end of
+a stream, `drop_unfinished` discards the records of events that never got their F_LAST: the
+book engine would not apply them either, so sending them would suggest a complete event.
+
+All bookkeeping is numpy over the whole buffer (stable sort by instrument, F_LAST positions,
+searchsorted); Python only loops over the chunks it emits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mbo_core.records import MBO_DTYPE, MBO_LENGTH_WORDS, RTYPE_MBO
+
+#: DBN flag: last record of an event for its instrument (databento RecordFlags.F_LAST).
+#: Defined here rather than imported from mbo_core.book, which loads the compiled engine.
+F_LAST = 128
+#: DBN's "no price" (i64 max), the price of a Clear record.
+UNDEF_PRICE = (1 << 63) - 1
+ACTION_CLEAR = ord("R")
+SIDE_NONE = ord("N")
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Whole events of one instrument, in file order; the last record is flagged F_LAST."""
+
+    instrument_id: int
+    records: np.ndarray  # MBO_DTYPE
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+_NO_TIMES = np.empty(0, dtype=np.float64)
+#: The records as opaque 56-byte items: numpy copies these 20-30x faster than the structured
+#: dtype (fancy indexing, masks and concatenation go field by field on a structured dtype).
+_RAW = np.dtype((np.void, MBO_DTYPE.itemsize))
+
+
+def _take(records: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """records[index] (an index array or a boolean mask), copied as raw bytes."""
+    taken: np.ndarray = records.view(_RAW)[index].view(MBO_DTYPE)
+    return taken
+
+
+def _concat(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    joined: np.ndarray = np.concatenate([first.view(_RAW), second.view(_RAW)]).view(MBO_DTYPE)
+    return joined
+
+
+class Chunker:
+    """Per-instrument buffers of the stream, cut into chunks of whole events (see module doc)."""
+
+    def __init__(self, chunk_records: int) -> None:
+        if chunk_records < 1:
+            raise ValueError(f"chunk_records must be at least 1, not {chunk_records}")
+        self.chunk_records = chunk_records
+        # Records not yet emitted, grouped by instrument (each group in file order), with the
+        # time each was fed. Groups appear in no particular order.
+        self._pending: np.ndarray = np.empty(0, dtype=MBO_DTYPE)
+        self._times: np.ndarray = _NO_TIMES
+        # Earliest feed time of a buffered record that belongs to a complete event, i.e. when
+        # the next linger flush is due; None if no complete event is buffered.
+        self._next_deadline: float | None = None
+
+    @property
+    def pending_records(self) -> int:
+        """Records buffered: open chunks plus records of unfinished events."""
+        return len(self._pending)
+
+    def next_open_time(self) -> float | None:
+        """Feed time of the oldest buffered record of a complete event (a chunk that a flush
+        would send), None if there is none. Add the linger to get the flush deadline."""
+        return self._next_deadline
+
+    def feed(self, records: np.ndarray, now: float = 0.0) -> list[Chunk]:
+        """Buffer `records` (file order, fed at time `now`); return the chunks that are full."""
+        if len(records) == 0:
+            return []
+        if len(self._pending):
+            self._pending = _concat(self._pending, records)
+            self._times = np.concatenate([self._times, np.full(len(records), now)])
+        else:
+            self._pending = records
+            self._times = np.full(len(records), now)
+        return self._cut(flush_before=None, flush_all=False)
+
+    def flush(self, opened_by: float | None = None) -> list[Chunk]:
+        """Every chunk of complete events, full or not, of the instruments whose oldest buffered
+        record was fed at or before `opened_by` (all instruments if None)."""
+        if not len(self._pending):
+            return []
+        return self._cut(flush_before=opened_by, flush_all=opened_by is None)
+
+    def drop_unfinished(self) -> int:
+        """Discard records of events without their F_LAST yet; returns how many were dropped.
+
+        Open chunks of complete events stay buffered (flush sends them).
+        """
+        if not len(self._pending):
+            return 0
+        groups = _groups(self._pending)
+        keep = np.zeros(len(self._pending), dtype=bool)
+        for start, done in zip(groups.starts.tolist(), groups.complete_ends.tolist(), strict=True):
+            keep[start:done] = True
+        dropped = int(len(keep) - np.count_nonzero(keep))
+        if dropped:
+            self._pending = _take(self._pending, keep)
+            self._times = self._times[keep]
+        return dropped
+
+    def _cut(self, *, flush_before: float | None, flush_all: bool) -> list[Chunk]:
+        groups = _groups(self._pending, self._times)
+        self._pending, self._times = groups.records, groups.times
+        starts, ends, complete_ends = groups.starts, groups.ends, groups.complete_ends
+        has_complete = complete_ends > starts
+        if flush_all:
+            flushing = has_complete
+        elif flush_before is not None:
+            flushing = has_complete & (self._times[starts] <= flush_before)
+        else:
+            flushing = np.zeros(len(starts), dtype=bool)
+        # A group yields full chunks only if it holds more than one chunk's worth of records.
+        acting = flushing | (has_complete & (ends - starts > self.chunk_records))
+        # The common paced case: a flushed group whose complete events fit one chunk.
+        whole = flushing & (complete_ends - starts <= self.chunk_records)
+        records = self._pending
+        chunks = [
+            Chunk(instrument_id, records[start:done])
+            for instrument_id, start, done in zip(
+                records["instrument_id"][starts[whole]].tolist(),
+                starts[whole].tolist(),
+                complete_ends[whole].tolist(),
+                strict=True,
+            )
+        ]
+        cut_from = [starts[whole]]
+        cut_to = [complete_ends[whole]]
+        deadline: float | None = None
+        last_positions = groups.last_positions
+        for index in np.flatnonzero(acting & ~whole).tolist():
+            start, end, done = int(starts[index]), int(ends[index]), int(complete_ends[index])
+            position = self._cut_group(
+                chunks, start, end, done, last_positions, flush=bool(flushing[index])
+            )
+            cut_from.append(np.array([start]))
+            cut_to.append(np.array([position]))
+            if position < done:  # an open chunk stays: it lingers from its oldest record
+                opened = float(self._times[position])
+                deadline = opened if deadline is None else min(deadline, opened)
+        idle = has_complete & ~acting
+        if idle.any():
+            opened = float(self._times[starts[idle]].min())
+            deadline = opened if deadline is None else min(deadline, opened)
+        self._next_deadline = deadline
+        if chunks:
+            # Drop the emitted ranges [from, to) of the buffer: +1 at each start, -1 at each end,
+            # a running sum of 0 means kept.
+            marks = np.zeros(len(records) + 1, dtype=np.int64)
+            np.add.at(marks, np.concatenate(cut_from), 1)
+            np.add.at(marks, np.concatenate(cut_to), -1)
+            keep = np.cumsum(marks[:-1]) == 0
+            # Chunks are views of the old buffer, which they keep alive; the buffer moves on.
+            self._pending = _take(records, keep)
+            self._times = self._times[keep]
+        return chunks
+
+    def _cut_group(
+        self,
+        chunks: list[Chunk],
+        start: int,
+        end: int,
+        done: int,
+        last_positions: np.ndarray,
+        *,
+        flush: bool,
+    ) -> int:
+        """Append the group's chunks to `chunks`; returns the first record not emitted."""
+        records = self._pending
+        instrument_id = int(records["instrument_id"][start])
+        limit_records = self.chunk_records
+        # Ends (exclusive) of the group's complete events, as positions in the buffer.
+        lo = int(np.searchsorted(last_positions, start))
+        hi = int(np.searchsorted(last_positions, done))
+        event_ends = last_positions[lo:hi] + 1
+        position = start
+        while position < done:
+            # Without flushing, a chunk is cut only once the buffer holds more than it may take:
+            # then the next event cannot join it.
+            if not flush and end - position <= limit_records:
+                break
+            fit = int(np.searchsorted(event_ends, position + limit_records, side="right")) - 1
+            if fit >= 0 and int(event_ends[fit]) > position:
+                cut = int(event_ends[fit])
+            else:
+                # The next event alone exceeds the bound: it travels whole.
+                cut = int(event_ends[np.searchsorted(event_ends, position, side="right")])
+            chunks.append(Chunk(instrument_id, records[position:cut]))
+            position = cut
+        return position
+
+
+@dataclass(frozen=True, slots=True)
+class _Groups:
+    records: np.ndarray  # grouped by instrument, each group in its original order
+    times: np.ndarray
+    starts: np.ndarray  # first position of each group
+    ends: np.ndarray  # one past the last position of each group
+    complete_ends: np.ndarray  # one past the group's last F_LAST record (= start if none)
+    last_positions: np.ndarray  # positions of every F_LAST record, ascending
+
+
+def _groups(records: np.ndarray, times: np.ndarray = _NO_TIMES) -> _Groups:
+    ids = records["instrument_id"]
+    if ids.min() != ids.max():
+        # Stable: each instrument's records keep their order.
+        order = np.argsort(ids, kind="stable")
+        records = _take(records, order)
+        if len(times):
+            times = times[order]
+        ids = records["instrument_id"]
+        starts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1])
+    else:
+        starts = np.zeros(1, dtype=np.intp)
+    ends = np.append(starts[1:], len(records))
+    last_positions = np.flatnonzero(records["flags"] & F_LAST)
+    # The last F_LAST before each group's end, if it lies inside the group.
+    before_end = np.searchsorted(last_positions, ends) - 1
+    candidate = last_positions[np.maximum(before_end, 0)] if len(last_positions) else starts - 1
+    inside = (before_end >= 0) & (candidate >= starts)
+    complete_ends = np.where(inside, candidate + 1, starts)
+    return _Groups(records, times, starts, ends, complete_ends, last_positions)
+
+
+def clear_records(books: dict[tuple[int, int], tuple[int, int]]) -> np.ndarray:
+    """One Clear (action R, F_LAST) per (instrument_id, publisher_id) book, sorted by book.
+
+    `books` maps each book to the (ts_event, ts_recv) its Clear carries (its last record's).
+    The book engine empties a book on R, so a replayed copy that follows starts from nothing.
+    """
+    keys = sorted(books)
+    out = np.zeros(len(keys), dtype=MBO_DTYPE)
+    out["length"] = MBO_LENGTH_WORDS
+    out["rtype"] = RTYPE_MBO
+    out["action"] = ACTION_CLEAR
+    out["side"] = SIDE_NONE
+    out["flags"] = F_LAST
+    out["price"] = UNDEF_PRICE
+    for index, key in enumerate(keys):
+        instrument_id, publisher_id = key
+        ts_event, ts_recv = books[key]
+        out["instrument_id"][index] = instrument_id
+        out["publisher_id"][index] = publisher_id
+        out["ts_event"][index] = ts_event
+        out["ts_recv"][index] = ts_recv
+    return out
+
+
+def last_of_each_book(records: np.ndarray) -> dict[tuple[int, int], tuple[int, int]]:
+    """(ts_event, ts_recv) of the last record of each (instrument_id, publisher_id) in records."""
+    if not len(records):
+        return {}
+    instruments = records["instrument_id"].astype(np.uint64)
+    keys = (instruments << np.uint64(16)) | records["publisher_id"].astype(np.uint64)
+    if keys.min() == keys.max():
+        last = np.array([len(records) - 1])
+    else:
+        _unique, first_from_end = np.unique(keys[::-1], return_index=True)
+        last = len(records) - 1 - first_from_end
+    rows = records[last]
+    return {
+        (instrument_id, publisher_id): (ts_event, ts_recv)
+        for instrument_id, publisher_id, ts_event, ts_recv in zip(
+            rows["instrument_id"].tolist(),
+            rows["publisher_id"].tolist(),
+            rows["ts_event"].tolist(),
+            rows["ts_recv"].tolist(),
+            strict=True,
+        )
+    }

@@ -1,0 +1,199 @@
+"""What the processor publishes, without Kafka: BBO changes, snapshots, determinism."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from book_processor.publishing import BookPublisher, Published
+from mbo_core.dbn import open_mbo
+from mbo_core.replay import replay_batches
+from mbo_core.schemas import BookJson, end_of_stream_headers, records_headers
+from tests.paths import CLX5
+from tests.records import PX, add, cancel, modify, to_array
+
+SECOND = 1_000_000_000
+KEY = b"432669"
+
+
+def chunks(records: np.ndarray, size: int) -> list[np.ndarray]:
+    """Messages of whole events of about `size` records, as the producer cuts them."""
+    ends = np.flatnonzero(records["flags"] & 128) + 1
+    cuts = [0]
+    for end in ends:
+        if end - cuts[-1] >= size:
+            cuts.append(int(end))
+    if cuts[-1] != len(records):
+        cuts.append(len(records))
+    return [records[a:b] for a, b in itertools.pairwise(cuts)]
+
+
+def publish(
+    messages: list[np.ndarray], *, interval: int = SECOND, key: bytes = KEY, eos: bool = True
+) -> list[Published]:
+    publisher = BookPublisher(3, snapshot_interval_ns=interval, snapshot_depth=10)
+    out = [
+        publisher.process(offset, key, m.tobytes(), headers(len(m)))
+        for offset, m in enumerate(messages)
+    ]
+    if eos:
+        out.append(publisher.process(len(messages), key, b"", eos_headers()))
+    return out
+
+
+def headers(n: int) -> list[tuple[str, bytes]]:
+    return records_headers(dataset="GLBX.MDP3", symbol="CLX5", sent_ns=123, records=n)
+
+
+def eos_headers() -> list[tuple[str, bytes]]:
+    return end_of_stream_headers(dataset="GLBX.MDP3", symbol="CLX5", sent_ns=456)
+
+
+def bbo_rows(published: list[Published]) -> list[tuple[Any, ...]]:
+    rows: list[tuple[Any, ...]] = []
+    for out in published:
+        if out.bbo is None:
+            continue
+        m = orjson.loads(out.bbo)
+        fields = (
+            "publisher_id", "ts_event", "ts_recv", "sequence", "bid_price", "bid_size",
+            "bid_count", "ask_price", "ask_size", "ask_count", "crossed", "locked",
+        )  # fmt: skip
+        rows.extend(zip(*(m[f] for f in fields), strict=True))
+    return rows
+
+
+def snapshots(published: list[Published]) -> list[dict[str, Any]]:
+    """Every snapshot published, with its message's header fields."""
+    out: list[dict[str, Any]] = []
+    for message in (orjson.loads(p.snapshots) for p in published if p.snapshots):
+        for snapshot in message["snapshots"]:
+            out.append({**snapshot, "schema": message["schema"], "depth": message["depth"],
+                        "source": message["source"]})  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def clx5() -> np.ndarray:
+    return np.concatenate(list(open_mbo(CLX5).batches()))
+
+
+def test_bbo_rows_are_the_best_level_changes_of_every_event(clx5: np.ndarray) -> None:
+    # Independent derivation: the book after every event (mbo book's events) at depth 1; a row
+    # wherever the best levels differ from the previous event's.
+    events: list[BookJson] = []
+    replay_batches([clx5], source="clx5", depth=1, on_event=events.append)
+    expected, previous = [], None
+    for e in events:
+        bid = (e["bids"][0]["price"], e["bids"][0]["size"], e["bids"][0]["count"]) if e["bids"] \
+            else (None, 0, 0)  # fmt: skip
+        ask = (e["asks"][0]["price"], e["asks"][0]["size"], e["asks"][0]["count"]) if e["asks"] \
+            else (None, 0, 0)  # fmt: skip
+        if (bid, ask) != (previous or ((None, 0, 0), (None, 0, 0))):
+            expected.append((1, e["ts_event"], e["ts_recv"], e["sequence"], *bid, *ask,
+                             e["crossed"], e["locked"]))  # fmt: skip
+        previous = (bid, ask)
+    rows = bbo_rows(publish(chunks(clx5, 1000)))
+    assert len(rows) == 17_222
+    assert rows == expected
+
+
+def test_output_does_not_depend_on_how_records_are_chunked(clx5: np.ndarray) -> None:
+    small, large = publish(chunks(clx5, 50)), publish(chunks(clx5, 5000))
+    assert bbo_rows(small) == bbo_rows(large)
+
+    def content(snaps: list[dict[str, Any]]) -> list[Any]:
+        skip = ("source", "record_index")
+        return [{k: v for k, v in s.items() if k not in skip} for s in snaps]
+
+    assert content(snapshots(small)) == content(snapshots(large))
+
+
+def test_a_rebuilt_publisher_publishes_byte_identical_messages(clx5: np.ndarray) -> None:
+    messages = chunks(clx5, 700)
+    original = publish(messages)
+    rebuilt = BookPublisher(3, snapshot_interval_ns=SECOND, snapshot_depth=10)
+    for offset, m in enumerate(messages[:20]):  # replayed silently, as after a restart
+        rebuilt.process(offset, KEY, m.tobytes(), headers(len(m)))
+    resumed = [
+        rebuilt.process(offset, KEY, m.tobytes(), headers(len(m)))
+        for offset, m in enumerate(messages)
+        if offset >= 20
+    ]
+    resumed.append(rebuilt.process(len(messages), KEY, b"", eos_headers()))
+    assert [(o.bbo, o.snapshots) for o in original[20:]] == [(o.bbo, o.snapshots) for o in resumed]
+    assert sum(o.snapshot_count for o in original) > 100
+
+
+def test_snapshots_are_conflated_per_interval_of_event_time() -> None:
+    recs = to_array(
+        [
+            add("B", 100 * PX, 1, 1, ts_event=10 * SECOND),
+            add("B", 101 * PX, 1, 2, ts_event=10 * SECOND + 5),  # same second: no snapshot
+            add("A", 105 * PX, 1, 3, ts_event=11 * SECOND),  # next second: snapshot
+            cancel("A", 105 * PX, 1, 3, ts_event=13 * SECOND),
+        ]
+    )
+    snaps = snapshots(publish([recs], key=b"1"))
+    assert [(s["ts_event"], s["final"]) for s in snaps] == [
+        (10 * SECOND, False),
+        (11 * SECOND, False),
+        (13 * SECOND, False),
+        (13 * SECOND, True),  # the end-of-stream state
+    ]
+    assert snaps[1]["asks"] == [{"price": "105", "size": 1, "count": 1}]
+    assert [s["record_index"] for s in snaps] == [0, 2, 3, 0]
+    assert snaps[0]["schema"] == "mbo.snapshots/2" and snaps[0]["depth"] == 10
+
+
+def test_consolidated_rows_follow_publisher_changes() -> None:
+    recs = to_array(
+        [
+            add("B", 100 * PX, 2, 1, publisher_id=1),
+            add("B", 100 * PX, 3, 1, publisher_id=2),
+            add("B", 99 * PX, 5, 2, publisher_id=2),  # p2's best unchanged: no rows
+            modify("B", 101 * PX, 3, 1, publisher_id=2),
+            add("A", 103 * PX, 4, 3, publisher_id=1),
+        ]
+    )
+    rows = bbo_rows(publish([recs], key=b"1"))
+    picked = [(r[0], r[4], r[5], r[6], r[7]) for r in rows]  # publisher, bid px/sz/ct, ask px
+    assert picked == [
+        (1, "100", 2, 1, None),
+        (2, "100", 3, 1, None),
+        (None, "100", 5, 2, None),  # both publishers at 100: sizes and counts summed
+        (2, "101", 3, 1, None),
+        (None, "101", 3, 1, None),
+        (1, "100", 2, 1, "103"),
+        (None, "101", 3, 1, "103"),
+    ]
+
+
+def test_end_of_stream_publishes_every_book_and_the_consolidated_one() -> None:
+    recs = to_array([add("B", 100 * PX, 2, 1, publisher_id=1), add("A", 101 * PX, 3, 1,
+                                                                    publisher_id=2)])  # fmt: skip
+    final = publish([recs], key=b"1")[-1]
+    assert final.end_of_stream and final.snapshots is not None
+    snaps = orjson.loads(final.snapshots)["snapshots"]
+    assert [(s["publisher_id"], s["final"]) for s in snaps] == [(1, True), (2, True), (None, True)]
+    assert snaps[2]["bids"] == [{"price": "100", "size": 2, "count": 1}]
+    assert snaps[2]["asks"] == [{"price": "101", "size": 3, "count": 1}]
+
+
+def test_last_snapshot_equals_mbo_book(clx5: np.ndarray) -> None:
+    (final_book,) = replay_batches([clx5], source="x", depth=10, symbols={432669: "CLX5"}).books
+    last = snapshots(publish(chunks(clx5, 1000)))[-1]
+    assert last["final"] is True
+    assert {k: last[k] for k in final_book} == final_book
+
+
+def test_not_a_records_message_is_refused() -> None:
+    publisher = BookPublisher(0, snapshot_interval_ns=SECOND, snapshot_depth=10)
+    with pytest.raises(ValueError, match="56-byte"):
+        publisher.process(0, b"1", b"x" * 57, None)
+    with pytest.raises(ValueError, match="not a records message"):
+        publisher.process(0, b"1", b"", [("mbo-schema", b"mbo.bbo/1")])

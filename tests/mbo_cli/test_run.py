@@ -1,0 +1,205 @@
+"""`mbo run` end to end on the real local broker and chDB, checked against offline results.
+
+Offline truth: the same book publisher the processor uses, fed the whole file in one process
+without Kafka (its own tests check it against `mbo book`); and `mbo book` itself for the final
+books. ClickHouse is read with `mbo sql` in a subprocess: chDB lets one process open a data
+directory, and this test process may hold another one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pytest
+
+from book_processor.publishing import BookPublisher
+from mbo_core.dbn import open_mbo
+from mbo_core.prices import parse_price
+from mbo_core.schemas import records_headers
+from tests.paths import CLX5, MBO
+
+pytestmark = pytest.mark.integration
+
+BBO_COLUMNS = ("publisher_id", "ts_event", "ts_recv", "sequence", "bid_price", "bid_size",
+               "bid_count", "ask_price", "ask_size", "ask_count", "crossed", "locked")  # fmt: skip
+BBO_SQL = """
+SELECT instrument_id, publisher_id, toUnixTimestamp64Nano(ts_event) AS ts_event,
+       toUnixTimestamp64Nano(ts_recv) AS ts_recv, sequence, bid_price, bid_size, bid_count,
+       ask_price, ask_size, ask_count, crossed, locked
+FROM bbo FINAL
+ORDER BY instrument_id, source_partition, source_offset, record_index, publisher_id = 0
+"""
+FINAL_SNAPSHOTS_SQL = """
+SELECT instrument_id, publisher_id, bid_prices, bid_sizes, bid_counts,
+       ask_prices, ask_sizes, ask_counts, crossed, locked
+FROM book_snapshots FINAL
+WHERE final
+ORDER BY instrument_id, publisher_id
+"""
+
+
+def mbo_run(tmp_path: Path, source: Path, *args: str) -> tuple[dict[str, Any], Path]:
+    data = tmp_path / "data"
+    report = tmp_path / "report.json"
+    run = subprocess.run(
+        [MBO, "run", "--replay", str(source), "--until-drained", "--data-dir", str(data),
+         "--report", str(report), "--timeout", "300", *args],
+        capture_output=True, text=True, timeout=420, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(report.read_text()), data
+
+
+def sql(data: Path, query: str) -> list[dict[str, Any]]:
+    run = subprocess.run(
+        [MBO, "sql", query, "--data-dir", str(data)],
+        capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr.decode()[-2000:]
+    return [orjson.loads(line) for line in run.stdout.splitlines()]
+
+
+def offline(path: Path) -> tuple[list[tuple[Any, ...]], dict[tuple[int, int], dict[str, Any]]]:
+    """BBO rows (ClickHouse shapes) and final books by (instrument, publisher or 0)."""
+    records = np.concatenate(list(open_mbo(path).batches()))
+    rows: list[tuple[Any, ...]] = []
+    finals: dict[tuple[int, int], dict[str, Any]] = {}
+    for instrument in np.unique(records["instrument_id"]).tolist():
+        mine = records[records["instrument_id"] == instrument]
+        publisher = BookPublisher(0, snapshot_interval_ns=10**18, snapshot_depth=10)
+        out = publisher.process(0, str(instrument).encode(), mine.tobytes(),
+                                records_headers(dataset="x", symbol=None, sent_ns=0,
+                                                records=len(mine)))  # fmt: skip
+        if out.bbo is not None:
+            m = orjson.loads(out.bbo)
+            for values in zip(*(m[c] for c in BBO_COLUMNS), strict=True):
+                row = dict(zip(BBO_COLUMNS, values, strict=True))
+                rows.append(_clickhouse_row(instrument, row))
+        end = publisher.process(1, str(instrument).encode(), b"", [("end-of-stream", b"1")])
+        assert end.snapshots is not None
+        for snapshot in orjson.loads(end.snapshots)["snapshots"]:
+            finals[(instrument, snapshot["publisher_id"] or 0)] = snapshot
+    return rows, finals
+
+
+def _clickhouse_row(instrument: int, row: dict[str, Any]) -> tuple[Any, ...]:
+    def px(text: str | None) -> int | None:
+        return None if text is None else parse_price(text)
+
+    return (instrument, row["publisher_id"] or 0, row["ts_event"], row["ts_recv"],
+            row["sequence"], px(row["bid_price"]), row["bid_size"], row["bid_count"],
+            px(row["ask_price"]), row["ask_size"], row["ask_count"], row["crossed"],
+            row["locked"])  # fmt: skip
+
+
+def stored_bbo(data: Path) -> list[tuple[Any, ...]]:
+    return [tuple(r.values()) for r in sql(data, BBO_SQL)]
+
+
+def assert_final_books(data: Path, finals: dict[tuple[int, int], dict[str, Any]]) -> None:
+    stored = {(r["instrument_id"], r["publisher_id"]): r for r in sql(data, FINAL_SNAPSHOTS_SQL)}
+    assert set(stored) == set(finals)
+    for key, book in finals.items():
+        row = stored[key]
+        for side in ("bid", "ask"):
+            levels = book[f"{side}s"]
+            assert row[f"{side}_prices"] == [parse_price(lv["price"]) for lv in levels]
+            assert row[f"{side}_sizes"] == [lv["size"] for lv in levels]
+            assert row[f"{side}_counts"] == [lv["count"] for lv in levels]
+        assert (row["crossed"], row["locked"]) == (book["crossed"], book["locked"])
+
+
+@pytest.fixture(scope="module")
+def clx5_offline() -> tuple[list[tuple[Any, ...]], dict[tuple[int, int], dict[str, Any]]]:
+    return offline(CLX5)
+
+
+def test_clx5_through_the_whole_pipeline(
+    tmp_path: Path,
+    clx5_offline: tuple[list[tuple[Any, ...]], dict[tuple[int, int], dict[str, Any]]],
+) -> None:
+    report, data = mbo_run(tmp_path, CLX5)
+    rows, finals = clx5_offline
+    assert report["records"] == 38_212 and report["events"] == 32_053
+    assert report["rows"]["mbo_records"] == 38_212
+    assert stored_bbo(data) == rows  # row for row, no loss, no duplicates
+    assert report["rows"]["bbo"] == len(rows) == 17_222
+    assert_final_books(data, finals)
+    # The final snapshot is the book `mbo book` reports.
+    book = json.loads(subprocess.run([MBO, "book", str(CLX5)], capture_output=True, text=True,
+                                     check=True).stdout)["books"][0]  # fmt: skip
+    assert finals[(432669, 1)]["bids"] == book["bids"]
+    assert finals[(432669, 1)]["asks"] == book["asks"]
+    assert report["latency_ms"]["send_to_event"]["count"] > 0
+
+
+def test_generated_instruments_on_two_workers(tmp_path: Path) -> None:
+    source = tmp_path / "gen.dbn.zst"
+    subprocess.run(
+        [MBO, "generate", "--instruments", "6", "--records", "60000", "--publishers", "2",
+         "--seed", "11", "-o", str(source)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    env_partitions = {"MBO_TOPICS__RECORDS__PARTITIONS": "8"}
+    os.environ.update(env_partitions)
+    try:
+        report, data = mbo_run(tmp_path, source, "--workers", "2")
+    finally:
+        for name in env_partitions:
+            os.environ.pop(name)
+    rows, finals = offline(source)
+    assert report["rows"]["mbo_records"] == report["records"] > 0
+    assert stored_bbo(data) == rows
+    assert_final_books(data, finals)
+    logs = data / "run" / "logs"
+    for worker in ("processor-0", "processor-1"):
+        assert "taking partition" in (logs / f"{worker}.log").read_text(), worker
+
+
+def test_processor_and_sink_killed_mid_replay(
+    tmp_path: Path,
+    clx5_offline: tuple[list[tuple[Any, ...]], dict[tuple[int, int], dict[str, Any]]],
+) -> None:
+    data = tmp_path / "data"
+    report = tmp_path / "report.json"
+    run = subprocess.Popen(
+        [MBO, "run", "--replay", str(CLX5), "--rate", "4000", "--until-drained",
+         "--data-dir", str(data), "--report", str(report), "--timeout", "300"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        pids = _wait_for_producer(data / "run" / "processes.json", run)
+        time.sleep(3)  # part of the file is through every stage by now
+        for stage in ("processor-0", "sink"):
+            os.kill(pids[stage], signal.SIGKILL)
+        _, stderr = run.communicate(timeout=400)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    assert run.returncode == 0, stderr.decode()[-3000:]
+    figures = json.loads(report.read_text())
+    assert figures["restarts"]["processor-0"] >= 1 and figures["restarts"]["sink"] >= 1
+    rows, finals = clx5_offline
+    assert figures["rows"]["mbo_records"] == 38_212
+    assert stored_bbo(data) == rows
+    assert_final_books(data, finals)
+
+
+def _wait_for_producer(path: Path, run: subprocess.Popen[bytes]) -> dict[str, int]:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert run.poll() is None, "mbo run ended early"
+        if path.exists():
+            children: dict[str, int] = json.loads(path.read_text())["children"]
+            if "producer" in children:
+                return children
+        time.sleep(0.2)
+    raise AssertionError("the producer never started")
