@@ -60,6 +60,19 @@ REBUILD_RECORDS = Counter(
     "mbo_processor_rebuild_records_total",
     "Records re-read from the records topic to rebuild books after a partition assignment.",
 )
+API_REQUEST_SECONDS = Histogram(
+    "mbo_api_request_seconds", "API request latency.", ["route", "method", "status"],
+    buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+API_WEBSOCKET_CLIENTS = Gauge(
+    "mbo_api_websocket_clients", "Connected live-feed clients (WebSocket and SSE).", ["kind"]
+)
+API_LIVE_MESSAGES = Counter(
+    "mbo_api_live_messages_total", "Live-feed messages sent to clients.", ["kind"]
+)
+MESSAGES_REJECTED = Counter(
+    "mbo_messages_rejected_total", "Malformed Kafka messages skipped.", ["stage", "topic"]
+)
 
 ALL_METRIC_NAMES = (
     "mbo_records_in_total",
@@ -76,6 +89,10 @@ ALL_METRIC_NAMES = (
     "mbo_data_quality_events",
     "mbo_producer_target_rate",
     "mbo_processor_rebuild_records_total",
+    "mbo_api_request_seconds",
+    "mbo_api_websocket_clients",
+    "mbo_api_live_messages_total",
+    "mbo_messages_rejected_total",
 )
 
 

@@ -42,6 +42,7 @@ from mbo_core.metrics import (
     CONSUMER_LAG,
     END_TO_END_SECONDS,
     MESSAGES_IN,
+    MESSAGES_REJECTED,
     RECORDS_IN,
 )
 from mbo_core.settings import Settings
@@ -212,6 +213,7 @@ class _Sink:
         except DecodeError as exc:
             # Retrying cannot fix a malformed message: log it and move past it.
             self.summary.skipped += 1
+            MESSAGES_REJECTED.labels(STAGE, tp.topic).inc()
             log.error(
                 "skipping malformed message %s[%d]@%d: %s",
                 tp.topic,
