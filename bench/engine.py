@@ -1,9 +1,11 @@
 """Book-engine benchmark: apply throughput on one core and top-10 snapshot latency.
 
-    poetry run python -m bench.engine [--records 5000000] [--file F] [--compare]
+    poetry run python -m bench.engine [--records 5000000] [--file F | --generated N] [--compare]
 
 Input: the records of FILE (default: the CLX5 sample) repeated, with a Clear (R, F_LAST) of each
-book between copies so every copy starts from an empty book, until --records. Prints JSON:
+book between copies so every copy starts from an empty book, until --records; or, with
+--generated N, a stream of --records records over N instruments from the market generator.
+Prints JSON:
 records, seconds, records_per_s (apply only, whole stream, one core), snapshot_p50_us /
 snapshot_p99_us (one `engine.view(book, 10)`: top 10 levels of both sides plus ids and
 data-quality counters, taken after every event of the first 500k records).
@@ -40,6 +42,14 @@ def repeated_stream(path: Path, target: int) -> np.ndarray:
     unit = np.concatenate([base, clears])
     copies = -(-target // len(unit))
     return np.tile(unit, copies)[:target]
+
+
+def generated_stream(instruments: int, records: int) -> np.ndarray:
+    from generator.api import generate_records  # noqa: PLC0415 (compiles the generator)
+    from generator.core import GeneratorConfig  # noqa: PLC0415
+
+    config = GeneratorConfig(instruments=instruments, records=records, seed=1)
+    return np.concatenate(list(generate_records(config)))
 
 
 def measure_apply(records: np.ndarray) -> float:
@@ -85,13 +95,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=5_000_000)
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE)
+    parser.add_argument(
+        "--generated", type=int, default=0, metavar="N", help="generated stream of N instruments"
+    )
     parser.add_argument("--compare", action="store_true", help="also time the reference book")
     args = parser.parse_args()
 
-    records = repeated_stream(args.file, args.records)
+    records = (
+        generated_stream(args.generated, args.records)
+        if args.generated
+        else repeated_stream(args.file, args.records)
+    )
     seconds = measure_apply(records)
     snapshots = measure_snapshots(records)
     figures: dict[str, object] = {
+        "input": f"generated, {args.generated} instruments" if args.generated else str(args.file),
         "records": len(records),
         "seconds": round(seconds, 3),
         "records_per_s": round(len(records) / seconds),

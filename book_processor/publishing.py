@@ -136,9 +136,15 @@ class BookPublisher:
     ) -> tuple[bytes | None, int]:
         if len(taps) == 0:
             return None, 0
-        instruments, publishers = self.engine.book_ids(taps[:, k.T_BOOK])
-        if self._single_publisher(instruments, publishers):
-            return self._encode_single(instrument_id, taps, publishers[0], source, sent_ns)
+        books = taps[:, k.T_BOOK]
+        first = int(books[0])
+        if (books == first).all():
+            key = self.engine.book_key(first)
+            known = self._publisher_bbo.get(key.instrument_id)
+            if known is None or set(known) == {key.publisher_id}:
+                return self._encode_single(instrument_id, taps, key.instrument_id,
+                                           key.publisher_id, source, sent_ns)  # fmt: skip
+        instruments, publishers = self.engine.book_ids(books)
         rows: list[tuple[Any, ...]] = []
         for tap, publisher, instrument in zip(taps.tolist(), publishers, instruments, strict=True):
             bbo: Bbo = tuple(tap[k.T_BBO : k.T_BBO + 6])
@@ -151,38 +157,29 @@ class BookPublisher:
                              *consolidated))  # fmt: skip
         return self._encode_bbo(instrument_id, rows, source, sent_ns), len(rows)
 
-    def _single_publisher(self, instruments: list[int], publishers: list[int]) -> bool:
-        """Whether every tap is of one (instrument, publisher) that has never had company."""
-        instrument, publisher = instruments[0], publishers[0]
-        if instruments.count(instrument) != len(instruments):
-            return False
-        if publishers.count(publisher) != len(publishers):
-            return False
-        known = self._publisher_bbo.get(instrument)
-        return known is None or set(known) == {publisher}
-
     def _encode_single(
         self,
         instrument_id: int,
         taps: np.ndarray,
+        instrument: int,
         publisher: int,
         source: dict[str, int],
         sent_ns: int,
     ) -> tuple[bytes, int]:
-        """The BBO message of one publisher's changes, column by column (no row loop)."""
-        last = taps[-1].tolist()
-        instrument = self.engine.book_ids(taps[-1:, k.T_BOOK])[0][0]
+        """The BBO message of one book's changes, column by column (no per-row tuples).
+
+        Plain lists from one tolist(): on the small messages of a paced stream, numpy's
+        per-operation overhead would cost more than the rows themselves.
+        """
+        cols = taps.T.tolist()
         self._publisher_bbo.setdefault(instrument, {})[publisher] = tuple(
-            last[k.T_BBO : k.T_BBO + 6]
+            cols[k.T_BBO + i][-1] for i in range(6)
         )
-        self._publisher_quality.setdefault(instrument, {})[publisher] = last[
-            k.T_QUALITY : k.T_QUALITY + k.N_QUALITY
+        self._publisher_quality.setdefault(instrument, {})[publisher] = [
+            cols[k.T_QUALITY + i][-1] for i in range(k.N_QUALITY)
         ]
-        cols = np.ascontiguousarray(taps.T)  # one contiguous row per field
-        bid = cols[k.T_BBO]
-        ask = cols[k.T_BBO + 3]
-        both = (bid != UNDEF) & (ask != UNDEF)
-        n = len(taps)
+        bid, ask = cols[k.T_BBO], cols[k.T_BBO + 3]
+        n = len(bid)
         message = {
             "schema": BBO_SCHEMA,
             "instrument_id": instrument_id,
@@ -194,17 +191,17 @@ class BookPublisher:
             "ts_event": cols[k.T_TS_EVENT],
             "ts_recv": cols[k.T_TS_RECV],
             "sequence": cols[k.T_SEQUENCE],
-            "bid_price": [_price(p) for p in bid.tolist()],
+            "bid_price": [_price(p) for p in bid],
             "bid_size": cols[k.T_BBO + 1],
             "bid_count": cols[k.T_BBO + 2],
-            "ask_price": [_price(p) for p in ask.tolist()],
+            "ask_price": [_price(p) for p in ask],
             "ask_size": cols[k.T_BBO + 4],
             "ask_count": cols[k.T_BBO + 5],
-            "crossed": both & (bid > ask),
-            "locked": both & (bid == ask),
+            "crossed": [UNDEF not in (b, a) and b > a for b, a in zip(bid, ask, strict=True)],
+            "locked": [b != UNDEF and b == a for b, a in zip(bid, ask, strict=True)],
             "quality": {name: cols[k.T_QUALITY + i] for i, name in enumerate(QUALITY_FIELDS)},
         }
-        return orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY), n
+        return orjson.dumps(message), n
 
     def _consolidate(
         self, instrument: int, publisher: int, bbo: Bbo, quality: list[int]

@@ -260,6 +260,10 @@ class BookEngine:
         k.init_book(s, b, instrument_id, publisher_id)
         return b
 
+    def book_key(self, book: int) -> BookKey:
+        instrument_id, publisher_id = self._state.books[book, : k.B_PUBLISHER + 1].tolist()
+        return BookKey(instrument_id, publisher_id)
+
     def book_ids(self, books: np.ndarray) -> tuple[list[int], list[int]]:
         """(instrument ids, publisher ids) of an array of book indexes."""
         rows = self._state.books[books]
