@@ -14,7 +14,7 @@ export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "import os; from pip._inte
 DATA ?= ../shared/data/CLX5_mbo.dbn
 OUT ?= out
 
-.PHONY: setup run book test lint typecheck clean
+.PHONY: setup run book test lint typecheck browser clean
 
 $(POETRY):
 	$(PYTHON) -m venv $(TOOLS)
@@ -24,7 +24,17 @@ $(POETRY):
 	$(POETRY) install --sync --no-interaction
 	touch $@
 
-setup: .venv/.installed
+# The web page: copies the page and its pinned npm packages (lightweight-charts) into ui/dist.
+# Node.js and npm come from Debian when the machine has none.
+ui/dist/index.html: ui/package.json ui/package-lock.json ui/build.mjs ui/index.html ui/app.js ui/style.css
+	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
+	cd ui && npm ci --no-audit --no-fund && npm run build
+
+setup: .venv/.installed ui/dist/index.html
+
+## Chromium (Debian's package) for the browser test of the web page.
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
 
 ## The main job, end to end on the local defaults: the file through Kafka, the book processor
 ## and ClickHouse (local broker + embedded chDB under $(OUT)/data), then the report.
@@ -39,7 +49,7 @@ book: setup
 	$(POETRY) run mbo book $(DATA) --depth 10 -o $(OUT)/final.json --events $(OUT)/events.jsonl
 
 ## The whole test suite: lint, types, unit, property, golden and integration tests.
-test: setup lint typecheck
+test: setup browser lint typecheck
 	$(POETRY) run pytest
 
 lint: setup
@@ -50,4 +60,4 @@ typecheck: setup
 	$(POETRY) run mypy
 
 clean:
-	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache $(OUT)
+	rm -rf $(TOOLS) .venv .mypy_cache .ruff_cache .pytest_cache $(OUT) ui/dist ui/node_modules

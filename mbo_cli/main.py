@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from mbo_cli import book, generate, infra, process, produce, run, sink, sql
+from mbo_cli import api, book, generate, infra, process, produce, run, sink, sql
 from mbo_core.errors import MboError
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ def _subcommands() -> None:
     """Always a command group, so `mbo book FILE` parses the same whatever is registered."""
 
 
+app.command("api")(api.api)
 app.command("book")(book.book)
 app.command("generate")(generate.generate)
 app.command("produce")(produce.produce)

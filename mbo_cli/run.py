@@ -1,9 +1,10 @@
 """`mbo run`: the whole pipeline in one command, each stage its own supervised process.
 
 Starts the local broker (unless MBO_KAFKA__BOOTSTRAP_SERVERS names one), creates the topics,
-then runs `mbo produce`, `mbo process` (one per --workers) and `mbo sink` as child processes
-sharing one environment. With a chdb:// ClickHouse URL the sink is the only process that opens
-the data directory (chDB allows one). A processor or sink that dies is restarted: both rebuild
+then runs `mbo produce`, `mbo process` (one per --workers), `mbo sink` and `mbo api` (the API
+and web UI) as child processes sharing one environment. With a chdb:// ClickHouse URL the sink
+runs inside the API process (`mbo api --with-sink`, child name "sink"): chDB allows one process
+per data directory, and both need it. A processor or sink that dies is restarted: both rebuild
 what they need from Kafka. A producer that dies ends the run: replaying again would duplicate
 records under new offsets.
 
@@ -75,6 +76,9 @@ def run(
     configure_logging(settings.log, "run")
     open_mbo(replay)  # bad input fails here, before anything starts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Before anything starts: a SIGTERM during start-up must still stop what was started (the
+    # children run in sessions of their own, so nothing else would stop them).
+    stop = _stop_on_signals()
     with contextlib.ExitStack() as stack:
         bootstrap = _bootstrap(settings, stack)
         env = {
@@ -83,18 +87,24 @@ def run(
             "MBO_DATA_DIR": str(settings.data_dir),
             "MBO_CLICKHOUSE__URL": settings.clickhouse_url,
         }
+        if settings.api.replay_dir is None:
+            # The UI's replay control may replay the files beside the one given here.
+            env["MBO_API__REPLAY_DIR"] = str(replay.resolve().parent)
         settings = load_settings(**overrides, kafka={"bootstrap_servers": bootstrap})
         asyncio.run(_ensure_topics(settings))
         run_dir = settings.data_dir / "run"
         supervisor = Supervisor(run_dir=run_dir, env=env)
         stack.callback(supervisor.stop_all)
-        ports = _start_stages(supervisor, settings, replay, rate, speed, loop, workers, run_dir)
+        ports = _start_stages(
+            supervisor, settings, replay, rate, speed, loop, workers, run_dir, stop
+        )
         print(
             f"mbo run: broker {bootstrap}, ClickHouse {settings.clickhouse_url}, "
-            f"logs in {run_dir / 'logs'}",
+            f"logs in {run_dir / 'logs'}\n"
+            f"mbo run: UI and API at http://{settings.api.host}:{ports['api']}/ "
+            f"(API docs at /docs)",
             file=sys.stderr,
         )
-        stop = _stop_on_signals()
         if not until_drained:
             _serve_until_stopped(supervisor, stop)
             return
@@ -102,7 +112,9 @@ def run(
         drained_at = _wait_drained(supervisor, settings, workers, stop, timeout)
         from mbo_cli.report import build_report  # noqa: PLC0415 (reads ClickHouse)
 
-        sink_metrics = _scrape(settings.metrics.host, ports["sink"])
+        # With chDB the sink runs inside the API process, whose /metrics is the API's.
+        sink_host = settings.api.host if ports["sink"] == ports["api"] else settings.metrics.host
+        sink_metrics = _scrape(sink_host, ports["sink"])
         supervisor.stop_all()
         figures = build_report(
             settings,
@@ -142,11 +154,19 @@ def _start_stages(
     loop: int,
     workers: int,
     run_dir: Path,
+    stop: list[int],
 ) -> dict[str, int]:
     from mbo_core.broker import free_port  # noqa: PLC0415
 
-    ports = {"sink": free_port(), "producer": free_port()}
-    supervisor.start("sink", ["sink", "--metrics-port", str(ports["sink"])], restart=True)
+    api_port = _api_port(settings)
+    ports = {"sink": free_port(), "producer": free_port(), "api": api_port}
+    if settings.clickhouse_url.startswith("chdb:"):
+        # chDB allows one process per data directory: the API and the sink share one.
+        ports["sink"] = api_port
+        supervisor.start("sink", ["api", "--with-sink", "--port", str(api_port)], restart=True)
+    else:
+        supervisor.start("sink", ["sink", "--metrics-port", str(ports["sink"])], restart=True)
+        supervisor.start("api", ["api", "--port", str(api_port)], restart=True)
     for i in range(workers):
         ports[f"processor-{i}"] = port = free_port()
         supervisor.start(
@@ -156,7 +176,7 @@ def _start_stages(
         )
     # Records sent before the consumers have joined would wait for them and measure start-up,
     # not the pipeline.
-    _wait_consumers_ready(supervisor, settings, workers)
+    _wait_consumers_ready(supervisor, settings, workers, stop)
     pace = ["--rate", str(rate)] if rate else ["--speed", str(speed)] if speed else ["--max"]
     supervisor.start(
         "producer",
@@ -168,8 +188,25 @@ def _start_stages(
     return ports
 
 
+def _api_port(settings: Any) -> int:
+    """MBO_API__PORT, or a free port if something else listens there (said on stderr)."""
+    import socket  # noqa: PLC0415
+
+    from mbo_core.broker import free_port  # noqa: PLC0415
+
+    port = int(settings.api.port)
+    with socket.socket() as probe:
+        try:
+            probe.bind((settings.api.host, port))
+        except OSError:
+            chosen = free_port()
+            print(f"mbo run: port {port} is taken, the API uses {chosen}", file=sys.stderr)
+            return chosen
+    return port
+
+
 def _wait_consumers_ready(
-    supervisor: Supervisor, settings: Any, workers: int, timeout: float = 180
+    supervisor: Supervisor, settings: Any, workers: int, stop: list[int], timeout: float = 180
 ) -> None:
     from mbo_core.kafka import group_members  # noqa: PLC0415
 
@@ -181,6 +218,8 @@ def _wait_consumers_ready(
 
     deadline = time.monotonic() + timeout
     while not asyncio.run(ready()):
+        if stop:
+            raise MboError("interrupted while the stages were starting")
         supervisor.check()
         if time.monotonic() > deadline:
             raise MboError(f"the consumers did not join within {timeout:.0f} s; see the logs")

@@ -340,6 +340,30 @@ class ApiSettings(_Group):
         description="Bearer token clients must send; unset: no auth (refused in prod unless the "
         "API binds to loopback). Secret: env or secret file only.",
     )
+    cors_origins: str = Field(
+        default="",
+        description="Comma-separated origins browsers may call the API from (CORS), e.g. "
+        "http://localhost:5173; `*` for any; empty: no CORS headers.",
+    )
+    replay_dir: Path | None = Field(
+        default=None,
+        description="Directory whose DBN files POST /v1/replay may replay (files outside it are "
+        "refused); unset: replay control is off. `mbo run` sets it to the replayed file's folder.",
+    )
+    ws_max_hz: float = Field(
+        default=50.0,
+        gt=0,
+        le=1000,
+        description="Highest update rate (messages/s per client) a live-feed client may ask for.",
+    )
+    ui_dir: Path | None = Field(
+        default=None,
+        description="Static web UI served at /; unset: ui/dist (or ui/) of the source tree if "
+        "it exists.",
+    )
+
+    def cors_origin_list(self) -> list[str]:
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":

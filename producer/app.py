@@ -135,6 +135,7 @@ async def produce_file(
     loops: int = 1,
     progress: ProgressCallback | None = None,
     stop: asyncio.Event | None = None,
+    pause: asyncio.Event | None = None,
 ) -> ProduceSummary:
     """Replay the DBN MBO file at `path` into the records topic; see the module doc.
 
@@ -161,6 +162,7 @@ async def produce_file(
             loops=loops,
             progress=progress,
             stop=stop or asyncio.Event(),
+            pause=pause,
         )
         return await replay.run()
     finally:
@@ -289,6 +291,7 @@ class _Replay:
         loops: int,
         progress: ProgressCallback | None,
         stop: asyncio.Event,
+        pause: asyncio.Event | None = None,
     ) -> None:
         self.source = source
         self.pacing = pacing
@@ -297,6 +300,7 @@ class _Replay:
         self.loops = loops
         self.progress = progress
         self.stop = stop
+        self.pause = pause
         self.chunker = Chunker(chunk_bound(settings))
         self.linger_s = settings.pipeline.chunk_linger_ms / 1000
         self.batch_records = DEFAULT_BATCH_RECORDS if pacing.mode == "max" else PACED_BATCH_RECORDS
@@ -383,6 +387,9 @@ class _Replay:
         while position < size:
             if self.stop.is_set():
                 return False
+            if self.pause is not None and self.pause.is_set():
+                await self._wait_paused()
+                continue
             now = self.elapsed()
             due = self.pacer.due(position, now)
             if due > position:
@@ -396,6 +403,19 @@ class _Replay:
         # Flat out, the sender task must still get its turn between batches.
         await asyncio.sleep(0)
         return True
+
+    async def _wait_paused(self) -> None:
+        """Hold the replay while `pause` is set (or until stop), sending the complete events
+        already read so consumers see everything up to the pause; the paused time is taken out
+        of the replay clock."""
+        assert self.pause is not None
+        await self.sender.send(self.chunker.flush())
+        paused_at = self._loop.time()
+        while self.pause.is_set() and not self.stop.is_set():
+            # asyncio.Event has no "wait until cleared": poll, watched by stop.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), WATCHED_WAIT_S * 5)
+        self._start += self._loop.time() - paused_at
 
     async def _take(self, records: np.ndarray, now: float) -> None:
         count = len(records)

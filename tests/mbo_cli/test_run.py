@@ -203,3 +203,28 @@ def _wait_for_producer(path: Path, run: subprocess.Popen[bytes]) -> dict[str, in
                 return children
         time.sleep(0.2)
     raise AssertionError("the producer never started")
+
+
+def test_sigterm_while_starting_stops_every_stage(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    run = subprocess.Popen(
+        [MBO, "run", "--replay", str(CLX5), "--until-drained", "--data-dir", str(data)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    pids_file = data / "run" / "processes.json"
+    deadline = time.monotonic() + 120
+    children: dict[str, int] = {}
+    while "processor-0" not in children:
+        assert time.monotonic() < deadline, "the stages never started"
+        assert run.poll() is None, "mbo run ended early"
+        if pids_file.exists():
+            children = json.loads(pids_file.read_text())["children"]
+        time.sleep(0.1)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 2, stderr.decode()[-2000:]
+    assert "interrupted" in stderr.decode()
+    for pid in children.values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # gone, not orphaned
+    assert not list(data.rglob("state.json")), "the local broker was left running"

@@ -1,0 +1,252 @@
+"""History from ClickHouse: the book as of a time, BBO rows and mid/spread bars over a range.
+
+The ClickHouse client is synchronous (and with chDB shared with the sink in the same process):
+`Store` runs every query in a worker thread, one at a time, and turns backend failures into
+BackendUnavailableError so the app answers 503 naming ClickHouse, never 500.
+
+Publisher 0 is the consolidated book in ClickHouse and null in JSON. Without a publisher_id the
+default book is used, as for the live routes: the consolidated one if the instrument has
+several publishers, else its only one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from clickhouse_connect.driver.client import Client
+
+from mbo_core.prices import format_price
+from mbo_core.schemas import BookJson
+from mbo_core.settings import Settings
+from sink.queries import Query, depth_at
+
+log = logging.getLogger("api.history")
+
+T = TypeVar("T")
+_IN_RANGE = (
+    "ts_event >= fromUnixTimestamp64Nano({start_ns:Int64}, 'UTC') "
+    "AND ts_event < fromUnixTimestamp64Nano({end_ns:Int64}, 'UTC')"
+)
+
+
+class BackendUnavailableError(Exception):
+    """A backend (kafka or clickhouse) could not answer."""
+
+    def __init__(self, backend: str, message: str) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.message = message
+
+
+class Store:
+    """The API's ClickHouse access: connects lazily (and again after a failure)."""
+
+    def __init__(self, settings: Settings, client: Client | None = None) -> None:
+        self.settings = settings
+        self.client = client
+        self.owns_client = client is None
+        #: Held by every call on the client, the sink's too when it shares it (LockedClient).
+        self.lock = threading.Lock()
+
+    def _client(self) -> Client:
+        if self.client is None:
+            from mbo_core.clickhouse import connect  # noqa: PLC0415 (chDB loads slowly)
+
+            self.client = connect(self.settings)
+        return self.client
+
+    def shared_client(self) -> Client:
+        """The client, connected now (raises MboError if ClickHouse cannot be opened)."""
+        with self.lock:
+            return self._client()
+
+    def _run(self, work: Callable[[Client], T]) -> T:
+        with self.lock:
+            try:
+                return work(self._client())
+            except Exception as exc:
+                # Anything the driver raises (connection refused, server error, chDB error)
+                # means the backend cannot answer this: a 503, not a 500.
+                message = " ".join(str(exc).split())[:300]
+                log.warning("ClickHouse query failed: %s", message)
+                if self.owns_client and self.client is not None and _is_connection_error(exc):
+                    self.close()
+                raise BackendUnavailableError("clickhouse", message) from None
+
+    async def call(self, work: Callable[[Client], T]) -> T:
+        return await asyncio.to_thread(self._run, work)
+
+    async def rows(self, query: Query) -> list[dict[str, Any]]:
+        def work(client: Client) -> list[dict[str, Any]]:
+            result = client.query(query.sql, parameters=query.parameters)
+            names = result.column_names
+            return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+
+        return await self.call(work)
+
+    async def ping(self) -> None:
+        await self.call(lambda client: client.command("SELECT 1"))
+
+    def close(self) -> None:
+        if self.owns_client and self.client is not None:
+            client, self.client = self.client, None
+            try:
+                client.close()
+            except Exception as exc:  # closing a broken client must not hide the first error
+                log.debug("closing the ClickHouse client: %s", exc)
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) or "connect" in type(exc).__name__.lower()
+
+
+# ----------------------------------------------------------------------- queries
+
+
+async def publishers_of(store: Store, instrument_id: int) -> list[int]:
+    """Publisher ids (0 = consolidated) with BBO rows for the instrument; [] if none."""
+    rows = await store.rows(
+        Query(
+            "SELECT DISTINCT publisher_id FROM bbo WHERE instrument_id = {i:UInt32} "
+            "ORDER BY publisher_id",
+            {"i": instrument_id},
+        )
+    )
+    return [int(row["publisher_id"]) for row in rows]
+
+
+def default_publisher(publishers: list[int]) -> int | None:
+    """ClickHouse publisher id of the default book: 0 (consolidated) if present, else the
+    only/first one; None if there is nothing."""
+    if not publishers:
+        return None
+    return 0 if 0 in publishers else publishers[0]
+
+
+def _levels(prices: list[int], sizes: list[int], counts: list[int], depth: int) -> list[Any]:
+    return [
+        {"price": format_price(int(p)), "size": int(s), "count": int(c)}
+        for p, s, c in list(zip(prices, sizes, counts, strict=True))[:depth]
+    ]
+
+
+def book_from_row(row: dict[str, Any], depth: int) -> BookJson:
+    """A book_snapshots row (sink.queries.depth_at) as book JSON."""
+    return {
+        "instrument_id": int(row["instrument_id"]),
+        "publisher_id": int(row["publisher_id"]) or None,
+        "symbol": row["symbol"] or None,
+        "ts_event": int(row["ts_event_ns"]),
+        "ts_recv": int(row["ts_recv_ns"]),
+        "sequence": row["sequence"],
+        "bids": _levels(row["bid_prices"], row["bid_sizes"], row["bid_counts"], depth),
+        "asks": _levels(row["ask_prices"], row["ask_sizes"], row["ask_counts"], depth),
+        "crossed": bool(row["crossed"]),
+        "locked": bool(row["locked"]),
+        "quality": {str(k): int(v) for k, v in dict(row["quality"]).items()},
+    }
+
+
+async def book_at(
+    store: Store, instrument_id: int, at_ns: int, depth: int, publisher: int
+) -> BookJson | None:
+    rows = await store.rows(depth_at(instrument_id, at_ns, publisher_id=publisher))
+    return book_from_row(rows[0], depth) if rows else None
+
+
+def _side(price: int | None, size: int, count: int) -> dict[str, Any] | None:
+    if price is None:
+        return None
+    return {"price": format_price(int(price)), "size": int(size), "count": int(count)}
+
+
+def bbo_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A bbo row as the API's BBO JSON (the shape of GET .../bbo)."""
+    return {
+        "instrument_id": int(row["instrument_id"]),
+        "publisher_id": int(row["publisher_id"]) or None,
+        "symbol": row["symbol"] or None,
+        "ts_event": int(row["ts_event_ns"]),
+        "ts_recv": int(row["ts_recv_ns"]),
+        "bid": _side(row["bid_price"], row["bid_size"], row["bid_count"]),
+        "ask": _side(row["ask_price"], row["ask_size"], row["ask_count"]),
+        "crossed": bool(row["crossed"]),
+        "locked": bool(row["locked"]),
+    }
+
+
+def bbo_rows_query(
+    instrument_id: int, publisher: int, start_ns: int, end_ns: int, limit: int
+) -> Query:
+    """BBO changes in [start_ns, end_ns), oldest first, at most `limit`; duplicates from
+    redelivery collapsed with FINAL."""
+    sql = f"""
+SELECT instrument_id, publisher_id, symbol,
+       toUnixTimestamp64Nano(ts_event) AS ts_event_ns, toUnixTimestamp64Nano(ts_recv) AS ts_recv_ns,
+       bid_price, bid_size, bid_count, ask_price, ask_size, ask_count, crossed, locked
+FROM bbo FINAL
+WHERE instrument_id = {{instrument_id:UInt32}} AND publisher_id = {{publisher_id:UInt16}}
+  AND {_IN_RANGE}
+ORDER BY ts_event, source_partition, source_offset, record_index
+LIMIT {{limit:UInt32}}"""
+    return Query(
+        sql.strip(),
+        {
+            "instrument_id": instrument_id,
+            "publisher_id": publisher,
+            "start_ns": start_ns,
+            "end_ns": end_ns,
+            "limit": limit,
+        },
+    )
+
+
+def bars_query(
+    instrument_id: int, publisher: int, start_ns: int, end_ns: int, step_ns: int, limit: int
+) -> Query:
+    """Bars of `step_ns` over [start_ns, end_ns): open/high/low/close of the mid (price units)
+    over the BBO changes with both sides present, the last spread and the change count; the
+    generalisation of sink.queries.mid_bars_1s to any bucket width. Empty buckets have no bar."""
+    sql = f"""
+SELECT intDiv(toUnixTimestamp64Nano(ts_event), {{step_ns:Int64}}) * {{step_ns:Int64}} AS t,
+       argMin(mid, key) AS open, max(mid) AS high, min(mid) AS low, argMax(mid, key) AS close,
+       argMax(spread, key) AS spread, count() AS changes
+FROM (
+    SELECT ts_event, (ts_event, source_partition, source_offset, record_index) AS key,
+           (assumeNotNull(bid_price) + assumeNotNull(ask_price)) / 2e9 AS mid,
+           (assumeNotNull(ask_price) - assumeNotNull(bid_price)) / 1e9 AS spread
+    FROM bbo FINAL
+    WHERE instrument_id = {{instrument_id:UInt32}} AND publisher_id = {{publisher_id:UInt16}}
+      AND {_IN_RANGE}
+      AND bid_price IS NOT NULL AND ask_price IS NOT NULL
+)
+GROUP BY t
+ORDER BY t
+LIMIT {{limit:UInt32}}"""
+    return Query(
+        sql.strip(),
+        {
+            "instrument_id": instrument_id,
+            "publisher_id": publisher,
+            "start_ns": start_ns,
+            "end_ns": end_ns,
+            "step_ns": step_ns,
+            "limit": limit,
+        },
+    )
+
+
+def bar_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "t": int(row["t"]),
+        "open": float(row["open"]),
+        "high": float(row["high"]),
+        "low": float(row["low"]),
+        "close": float(row["close"]),
+        "spread": float(row["spread"]),
+        "changes": int(row["changes"]),
+    }

@@ -1,0 +1,81 @@
+"""`mbo api`: the HTTP API and web UI (uvicorn), optionally with the ClickHouse sink in-process.
+
+`--with-sink` runs the sink in the same process on the API's ClickHouse client: with chDB only
+one process may open the data directory, so that is how `mbo run` serves a chdb:// store.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+
+from mbo_core.errors import MboError
+
+
+def api(
+    with_sink: Annotated[
+        bool,
+        typer.Option("--with-sink", help="Also run the ClickHouse sink in this process."),
+    ] = False,
+    host: Annotated[
+        str | None, typer.Option("--host", help="Bind address (default MBO_API__HOST).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", min=1, max=65535, help="Port (default MBO_API__PORT)."),
+    ] = None,
+) -> None:
+    """Serve the API (/v1, /docs, /metrics) and the web UI until SIGINT/SIGTERM."""
+    # Heavy imports only when this command runs.
+    import uvicorn  # noqa: PLC0415
+
+    from api.app import create_app  # noqa: PLC0415
+    from mbo_core.logs import configure_logging  # noqa: PLC0415
+    from mbo_core.settings import load_settings  # noqa: PLC0415
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    settings = load_settings()
+    if overrides:
+        # Keyword groups replace the environment's group: merge the two by hand.
+        settings = load_settings(api={**settings.api.model_dump(), **overrides})
+    configure_logging(settings.log, "api")
+    client = None
+    if with_sink:
+        from mbo_core.clickhouse import connect  # noqa: PLC0415
+
+        client = connect(settings)  # fails now, with one line, if chDB's directory is taken
+    try:
+        app = create_app(settings, clickhouse=client, with_sink=with_sink)
+        config = uvicorn.Config(
+            app,
+            host=settings.api.host,
+            port=settings.api.port,
+            ws="websockets-sansio",
+            lifespan="on",
+            access_log=False,
+            log_config=None,  # keep the logging configure_logging set up
+            timeout_graceful_shutdown=5,
+        )
+        server = uvicorn.Server(config)
+
+        def on_sink_failure() -> None:
+            server.should_exit = True
+
+        app.state.on_sink_failure = on_sink_failure
+        print(
+            f"mbo api: serving http://{settings.api.host}:{settings.api.port}/ "
+            f"(API docs at /docs){' with the sink' if with_sink else ''}",
+            file=sys.stderr,
+        )
+        server.run()
+    finally:
+        if client is not None:
+            client.close()
+    if app.state.sink_error:
+        raise MboError(f"the sink stopped: {app.state.sink_error}")

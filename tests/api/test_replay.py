@@ -1,0 +1,91 @@
+"""Replay control through the API on a real broker with a small generated file: start,
+idempotent start, pause (nothing more is read), resume, stop, status."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from api.app import create_app
+from tests.api.pipeline import Served, serve, wait_until
+from tests.api.test_app import module_settings
+from tests.conftest import ClickHouseBackend
+from tests.paths import CLX5, MBO
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def replay_server(
+    kafka_bootstrap: str,
+    clickhouse_backend: ClickHouseBackend,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Served]:
+    files = tmp_path_factory.mktemp("replays")
+    subprocess.run(
+        [MBO, "generate", "--instruments", "2", "--records", "4000", "--seed", "3",
+         "-o", str(files / "small.dbn")],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    settings = module_settings(
+        kafka_bootstrap, clickhouse_backend, files / "data", replay_dir=str(files)
+    )
+    # Only the producer matters here: no live consumer, no sink.
+    with serve(create_app(settings, consume=False), settings) as server:
+        yield server
+
+
+def test_start_pause_resume_stop(replay_server: Served) -> None:
+    with httpx.Client(base_url=replay_server.base, timeout=30) as http:
+        assert http.get("/v1/replay").json()["state"] == "idle"
+        assert http.get("/v1/replay/files").json()["files"] == ["small.dbn"]
+        first = http.post("/v1/replay", json={"file": "small.dbn", "rate": 400})
+        assert first.status_code == 202, first.text
+        status = first.json()
+        assert status["state"] == "running" and status["file"] == "small.dbn"
+        assert status["rate"] == 400 and status["records_total"] == 4000
+        again = http.post("/v1/replay", json={"file": "small.dbn", "rate": 9})
+        assert again.status_code == 200
+        assert again.json()["started_ns"] == status["started_ns"] and again.json()["rate"] == 400
+        wait_until(lambda: http.get("/v1/replay").json()["records_sent"] > 0, 60, "no progress")
+        assert http.post("/v1/replay/pause").json()["state"] == "paused"
+        time.sleep(0.5)  # let the slice in flight finish
+        held = http.get("/v1/replay").json()["records_sent"]
+        time.sleep(1.0)
+        paused = http.get("/v1/replay").json()
+        assert paused["state"] == "paused" and paused["records_sent"] == held
+        assert 0 < paused["progress"] < 1
+        assert http.post("/v1/replay/resume").json()["state"] == "running"
+        wait_until(lambda: http.get("/v1/replay").json()["records_sent"] > held, 60, "no resume")
+        stopped = http.post("/v1/replay/stop").json()
+        assert stopped["state"] == "stopped" and stopped["records_sent"] < 4000
+        # A stopped replay may be started again, flat out this time, to its end.
+        assert http.post("/v1/replay", json={"file": "small.dbn"}).status_code == 202
+        done = wait_until(
+            lambda: (s := http.get("/v1/replay").json())["state"] == "finished" and s,
+            120,
+            "the second replay did not finish",
+        )
+        assert done["records_sent"] == 4000 and done["progress"] == 1.0
+        outside = http.post("/v1/replay", json={"file": str(CLX5)})
+        assert outside.status_code == 403
+
+
+def test_replay_off_without_directory(tmp_path: Path) -> None:
+    from tests.api.pipeline import run_async  # noqa: PLC0415
+    from tests.conftest import make_settings  # noqa: PLC0415
+
+    app = create_app(make_settings(data_dir=tmp_path), consume=False)
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            return await http.post("/v1/replay", json={"file": "x.dbn"})
+
+    response = run_async(call())
+    assert response.status_code == 403 and "MBO_API__REPLAY_DIR" in response.json()["detail"]
