@@ -1,19 +1,27 @@
-"""`mbo infra up | status | down`: the local Kafka broker, the topics and the ClickHouse schema.
+"""`mbo infra up | init | status | down`: the local Kafka broker, the topics and the ClickHouse
+schema.
 
 `up` starts the local broker (tansu, memory storage) detached unless MBO_KAFKA__BOOTSTRAP_SERVERS
 points at an existing Kafka, then creates the topics and applies the ClickHouse schema on
 MBO_CLICKHOUSE__URL (dev default: chDB in the data dir). Against external servers it only
 provisions them, so it is also the deployment step for staging and prod.
+
+`init` is that deployment step alone, for a one-shot container or a Kubernetes init container: it
+never starts a broker (MBO_KAFKA__BOOTSTRAP_SERVERS is required), waits for the servers to
+answer, creates the topics, applies the schema and exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
+from typing import Annotated
 
 import typer
 
 from mbo_core import broker
+from mbo_core.errors import InputError, MboError
 from mbo_core.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -90,6 +98,43 @@ def up() -> None:
     _say(f"  export MBO_CLICKHOUSE__URL={settings.clickhouse_url}")
     if external is None:
         _say("Stop the broker with: mbo infra down")
+
+
+@app.command("init")
+def init(
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            help="Keep retrying for this many seconds while Kafka or ClickHouse do not answer "
+            "yet (0: one attempt).",
+        ),
+    ] = 120.0,
+) -> None:
+    """Create the topics and apply the schema on the configured servers, then exit (no broker)."""
+    if wait < 0:
+        raise InputError(f"--wait must be 0 or a number of seconds, not {wait}")
+    settings = load_settings()
+    servers = settings.kafka.bootstrap_servers
+    if servers is None:
+        raise MboError(
+            "mbo infra init provisions configured servers: set MBO_KAFKA__BOOTSTRAP_SERVERS "
+            "(`mbo infra up` starts a local broker instead)"
+        )
+    _say(f"Kafka: {servers}")
+    deadline = time.monotonic() + wait
+    attempt = 1
+    while True:
+        try:
+            _provision(settings)
+        except Exception as exc:
+            if time.monotonic() >= deadline:
+                raise MboError(f"infra init gave up after {attempt} attempt(s): {exc}") from None
+            print(f"mbo: infra init: attempt {attempt} failed ({exc}); retrying", file=sys.stderr)
+            attempt += 1
+            time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+        else:
+            return
 
 
 @app.command("status")

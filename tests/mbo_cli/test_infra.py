@@ -87,3 +87,52 @@ def test_bad_setting_fails_fast_with_one_readable_line(tmp_path: Path) -> None:
         "valid integer, unable to parse string as an integer"
     ]
     assert not (tmp_path / "data" / "broker" / "state.json").exists()
+
+
+def test_init_provisions_configured_servers_and_exits(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path
+) -> None:
+    """`mbo infra init` (the one-shot init container): topics and schema, twice, no broker."""
+    data_dir = tmp_path / "data"
+    env = _env(
+        MBO_DATA_DIR=str(data_dir),
+        MBO_KAFKA__BOOTSTRAP_SERVERS=kafka_bootstrap,
+        MBO_TOPICS__RECORDS__NAME=f"{unique_prefix}.records",
+        MBO_TOPICS__BBO__NAME=f"{unique_prefix}.bbo",
+        MBO_TOPICS__SNAPSHOTS__NAME=f"{unique_prefix}.snapshots",
+        # Its own chDB directory: the session's may be open in this process.
+        MBO_CLICKHOUSE__URL=f"chdb://{tmp_path / 'clickhouse'}",
+    )
+    first = _mbo("infra", "init", "--wait", "0", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    for topic in ("records", "bbo", "snapshots"):
+        assert f"topic {unique_prefix}.{topic}: 8 partitions, created" in first.stdout
+    assert "applied now: 0001_initial.sql" in first.stdout
+    again = _mbo("infra", "init", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"topic {unique_prefix}.records: 8 partitions, exists" in again.stdout
+    assert "applied now: none needed" in again.stdout
+    assert not broker.state_file(make_settings(data_dir=data_dir)).exists()
+
+
+def test_init_refuses_to_run_without_kafka_servers(tmp_path: Path) -> None:
+    env = _env(MBO_DATA_DIR=str(tmp_path / "data"))
+    result = _mbo("infra", "init", cwd=tmp_path, env=env)
+    assert result.returncode == 2
+    assert "set MBO_KAFKA__BOOTSTRAP_SERVERS" in result.stderr
+    assert not (tmp_path / "data" / "broker" / "state.json").exists()
+
+
+def test_init_gives_up_when_kafka_does_not_answer(tmp_path: Path) -> None:
+    port = broker.free_port("127.0.0.1")
+    env = _env(
+        MBO_DATA_DIR=str(tmp_path / "data"),
+        MBO_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{port}",
+        MBO_KAFKA__REQUEST_TIMEOUT_MS="3000",
+        MBO_KAFKA__SESSION_TIMEOUT_MS="2000",
+        MBO_CLICKHOUSE__URL=f"chdb://{tmp_path / 'clickhouse'}",
+    )
+    result = _mbo("infra", "init", "--wait", "1", cwd=tmp_path, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "mbo: error: infra init gave up after" in result.stderr
+    assert "cannot reach Kafka" in result.stderr
