@@ -2,6 +2,7 @@
 
     poetry run python -m bench.pipeline [--records 2000000] [--instruments 8] [--workers 1]
                                         [--rate 50000] [--paced-records 500000]
+                                        [--chunk-linger-ms MS]
 
 Generates a multi-instrument file with `mbo generate`, then runs `mbo run --until-drained`
 twice on the local broker and chDB, exactly as a user would:
@@ -40,13 +41,17 @@ def generate(path: Path, records: int, instruments: int, seed: int) -> float:
     return time.perf_counter() - started
 
 
-def run(source: Path, work: Path, *pacing: str, workers: int) -> dict[str, Any]:
+def run(
+    source: Path, work: Path, *pacing: str, workers: int, linger_ms: float | None
+) -> dict[str, Any]:
     report = work / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MBO_")}
+    if linger_ms is not None:
+        env["MBO_PIPELINE__CHUNK_LINGER_MS"] = str(linger_ms)
     subprocess.run(
         [*MBO, "run", "--replay", str(source), *pacing, "--workers", str(workers),
          "--until-drained", "--data-dir", str(work / "data"), "--report", str(report)],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MBO_")},
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
     figures: dict[str, Any] = json.loads(report.read_text())
     return figures
@@ -59,6 +64,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rate", type=int, default=50_000)
     parser.add_argument("--paced-records", type=int, default=500_000)
+    parser.add_argument(
+        "--chunk-linger-ms",
+        type=float,
+        default=None,
+        help="producer linger (MBO_PIPELINE__CHUNK_LINGER_MS; default: the setting's, 2 ms)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mbo-bench-") as tmp:
@@ -66,13 +77,17 @@ def main() -> None:
         big, paced = work / "flat.dbn.zst", work / "paced.dbn.zst"
         generate(big, args.records, args.instruments, seed=1)
         generate(paced, args.paced_records, args.instruments, seed=2)
-        flat = run(big, work / "flat", "--max", workers=args.workers)
-        slow = run(paced, work / "paced", "--rate", str(args.rate), workers=args.workers)
+        linger = args.chunk_linger_ms
+        flat = run(big, work / "flat", "--max", workers=args.workers, linger_ms=linger)
+        slow = run(paced, work / "paced", "--rate", str(args.rate), workers=args.workers,
+                   linger_ms=linger)  # fmt: skip
     print(
         json.dumps(
             {
                 "cores": os.cpu_count(),
                 "workers": args.workers,
+                "instruments": args.instruments,
+                "chunk_linger_ms": args.chunk_linger_ms,
                 "flat_out": {
                     "records": flat["records"],
                     "seconds": flat["seconds"],
