@@ -15,7 +15,7 @@ sum over the publishers quoting it there, so it can only change when a publisher
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,30 +178,16 @@ class BookPublisher:
         self._publisher_quality.setdefault(instrument, {})[publisher] = [
             cols[k.T_QUALITY + i][-1] for i in range(k.N_QUALITY)
         ]
-        bid, ask = cols[k.T_BBO], cols[k.T_BBO + 3]
-        n = len(bid)
-        message = {
-            "schema": BBO_SCHEMA,
-            "instrument_id": instrument_id,
-            "symbol": self.symbols.get(instrument_id),
-            "source": source,
-            "sent_ns": sent_ns,
-            "publisher_id": [publisher] * n,
+        columns = {
+            "publisher_id": [publisher] * len(cols[k.T_RECORD]),
             "record_index": cols[k.T_RECORD],
             "ts_event": cols[k.T_TS_EVENT],
             "ts_recv": cols[k.T_TS_RECV],
             "sequence": cols[k.T_SEQUENCE],
-            "bid_price": [_price(p) for p in bid],
-            "bid_size": cols[k.T_BBO + 1],
-            "bid_count": cols[k.T_BBO + 2],
-            "ask_price": [_price(p) for p in ask],
-            "ask_size": cols[k.T_BBO + 4],
-            "ask_count": cols[k.T_BBO + 5],
-            "crossed": [UNDEF not in (b, a) and b > a for b, a in zip(bid, ask, strict=True)],
-            "locked": [b != UNDEF and b == a for b, a in zip(bid, ask, strict=True)],
-            "quality": {name: cols[k.T_QUALITY + i] for i, name in enumerate(QUALITY_FIELDS)},
         }
-        return orjson.dumps(message), n
+        bbo = cols[k.T_BBO : k.T_BBO + 6]
+        quality = cols[k.T_QUALITY : k.T_QUALITY + k.N_QUALITY]
+        return self._bbo_json(instrument_id, source, sent_ns, columns, bbo, quality)
 
     def _consolidate(
         self, instrument: int, publisher: int, bbo: Bbo, quality: list[int]
@@ -227,18 +213,36 @@ class BookPublisher:
         sent_ns: int,
     ) -> bytes:
         publisher, record, ts_event, ts_recv, sequence, bbos, qualities = zip(*rows, strict=True)
-        bid_px, bid_sz, bid_ct, ask_px, ask_sz, ask_ct = zip(*bbos, strict=True)
+        columns = {
+            "publisher_id": publisher,
+            "record_index": record,
+            "ts_event": ts_event,
+            "ts_recv": ts_recv,
+            "sequence": sequence,
+        }
+        bbo = list(zip(*bbos, strict=True))
+        quality = list(zip(*qualities, strict=True))
+        return self._bbo_json(instrument_id, source, sent_ns, columns, bbo, quality)[0]
+
+    def _bbo_json(
+        self,
+        instrument_id: int,
+        source: dict[str, int],
+        sent_ns: int,
+        columns: dict[str, Any],
+        bbo: Sequence[Sequence[int]],
+        quality: Sequence[Sequence[int]],
+    ) -> tuple[bytes, int]:
+        """The mbo.bbo/1 message of columns: row ids, the six BBO columns (bid price, size,
+        count, ask price, size, count) and one column per quality counter."""
+        bid_px, bid_sz, bid_ct, ask_px, ask_sz, ask_ct = bbo
         message = {
             "schema": BBO_SCHEMA,
             "instrument_id": instrument_id,
             "symbol": self.symbols.get(instrument_id),
             "source": source,
             "sent_ns": sent_ns,
-            "publisher_id": publisher,
-            "record_index": record,
-            "ts_event": ts_event,
-            "ts_recv": ts_recv,
-            "sequence": sequence,
+            **columns,
             "bid_price": [_price(p) for p in bid_px],
             "bid_size": bid_sz,
             "bid_count": bid_ct,
@@ -247,9 +251,9 @@ class BookPublisher:
             "ask_count": ask_ct,
             "crossed": [UNDEF not in (b, a) and b > a for b, a in zip(bid_px, ask_px, strict=True)],
             "locked": [b != UNDEF and b == a for b, a in zip(bid_px, ask_px, strict=True)],
-            "quality": dict(zip(QUALITY_FIELDS, zip(*qualities, strict=True), strict=True)),
+            "quality": dict(zip(QUALITY_FIELDS, quality, strict=True)),
         }
-        return orjson.dumps(message)
+        return orjson.dumps(message), len(bid_px)
 
     # --------------------------------------------------------------- snapshots
 
