@@ -40,6 +40,7 @@ from api.replay import ReplayController, ReplayRefusedError
 from api.state import Key, LiveState, consume_live
 from mbo_core.metrics import API_REQUEST_SECONDS, API_WEBSOCKET_CLIENTS
 from mbo_core.settings import Settings
+from sink.queries import mid_bars
 
 log = logging.getLogger("api")
 
@@ -298,7 +299,9 @@ def create_app(
         if step_ns is None:
             query = history.bbo_rows_query(instrument_id, publisher, start_ns, end_ns, limit)
             return _json({"rows": [history.bbo_from_row(r) for r in await store.rows(query)]})
-        query = history.bars_query(instrument_id, publisher, start_ns, end_ns, step_ns, limit)
+        query = mid_bars(
+            instrument_id, start_ns, end_ns, step_ns=step_ns, publisher_id=publisher, limit=limit
+        )
         return _json({"bars": [history.bar_from_row(r) for r in await store.rows(query)]})
 
     @v1.get("/instruments/{instrument_id}/events", summary="Live feed as Server-Sent Events")

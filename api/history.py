@@ -205,48 +205,14 @@ LIMIT {{limit:UInt32}}"""
     )
 
 
-def bars_query(
-    instrument_id: int, publisher: int, start_ns: int, end_ns: int, step_ns: int, limit: int
-) -> Query:
-    """Bars of `step_ns` over [start_ns, end_ns): open/high/low/close of the mid (price units)
-    over the BBO changes with both sides present, the last spread and the change count; the
-    generalisation of sink.queries.mid_bars_1s to any bucket width. Empty buckets have no bar."""
-    sql = f"""
-SELECT intDiv(toUnixTimestamp64Nano(ts_event), {{step_ns:Int64}}) * {{step_ns:Int64}} AS t,
-       argMin(mid, key) AS open, max(mid) AS high, min(mid) AS low, argMax(mid, key) AS close,
-       argMax(spread, key) AS spread, count() AS changes
-FROM (
-    SELECT ts_event, (ts_event, source_partition, source_offset, record_index) AS key,
-           (assumeNotNull(bid_price) + assumeNotNull(ask_price)) / 2e9 AS mid,
-           (assumeNotNull(ask_price) - assumeNotNull(bid_price)) / 1e9 AS spread
-    FROM bbo FINAL
-    WHERE instrument_id = {{instrument_id:UInt32}} AND publisher_id = {{publisher_id:UInt16}}
-      AND {_IN_RANGE}
-      AND bid_price IS NOT NULL AND ask_price IS NOT NULL
-)
-GROUP BY t
-ORDER BY t
-LIMIT {{limit:UInt32}}"""
-    return Query(
-        sql.strip(),
-        {
-            "instrument_id": instrument_id,
-            "publisher_id": publisher,
-            "start_ns": start_ns,
-            "end_ns": end_ns,
-            "step_ns": step_ns,
-            "limit": limit,
-        },
-    )
-
-
 def bar_from_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row of sink.queries.mid_bars as the API's bar: mid and spread in price units."""
     return {
-        "t": int(row["t"]),
+        "t": int(row["bar_ns"]),
         "open": float(row["open"]),
         "high": float(row["high"]),
         "low": float(row["low"]),
         "close": float(row["close"]),
-        "spread": float(row["spread"]),
+        "spread": int(row["last_spread"]) / 1e9,
         "changes": int(row["changes"]),
     }

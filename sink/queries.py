@@ -86,21 +86,23 @@ LIMIT 1 BY publisher_id"""
     return Query(sql.strip(), {**parameters, "at_ns": at_ns})
 
 
-def mid_bars_1s(
+def mid_bars(
     instrument_id: int,
     start_ns: int,
     end_ns: int,
     *,
+    step_ns: int = 1_000_000_000,
     publisher_id: int | None = None,
+    limit: int | None = None,
 ) -> Query:
-    """1-second bars of the mid price over [start_ns, end_ns), per publisher: open, high, low,
-    close of the mid (price units, Float64) over the BBO changes in the second where both sides
-    were present, the last spread (1e-9 units) and the number of BBO changes. Seconds without a
-    change have no bar."""
+    """Bars of `step_ns` of the mid price over [start_ns, end_ns), per publisher: open, high,
+    low, close of the mid (price units, Float64) over the BBO changes in the bar where both sides
+    were present, the last spread (1e-9 units) and the number of BBO changes. Bars without a
+    change are absent. `limit`: at most that many bars."""
     where, parameters = _filters(instrument_id, publisher_id, None)
     sql = f"""
 SELECT publisher_id,
-       intDiv(toUnixTimestamp64Nano(ts_event), 1000000000) * 1000000000 AS bar_ns,
+       intDiv(toUnixTimestamp64Nano(ts_event), {{step_ns:Int64}}) * {{step_ns:Int64}} AS bar_ns,
        argMin(mid, key) AS open, max(mid) AS high, min(mid) AS low, argMax(mid, key) AS close,
        argMax(spread, key) AS last_spread, count() AS changes
 FROM (
@@ -115,7 +117,22 @@ FROM (
 )
 GROUP BY publisher_id, bar_ns
 ORDER BY publisher_id, bar_ns"""
-    return Query(sql.strip(), {**parameters, "start_ns": start_ns, "end_ns": end_ns})
+    parameters.update(start_ns=start_ns, end_ns=end_ns, step_ns=step_ns)
+    if limit is not None:
+        sql += "\nLIMIT {limit:UInt32}"
+        parameters["limit"] = limit
+    return Query(sql.strip(), parameters)
+
+
+def mid_bars_1s(
+    instrument_id: int,
+    start_ns: int,
+    end_ns: int,
+    *,
+    publisher_id: int | None = None,
+) -> Query:
+    """1-second bars of the mid price (see mid_bars)."""
+    return mid_bars(instrument_id, start_ns, end_ns, publisher_id=publisher_id)
 
 
 def quality_over_time(
