@@ -60,31 +60,7 @@ def _serve_metrics(settings: Settings, port: int) -> None:
 def run_until_signalled(settings: Settings, idle_exit: float | None) -> SinkSummary:
     """run_sink in its own event loop; the first SIGINT/SIGTERM stops it cleanly, a second one
     abandons the final insert (its messages stay uncommitted) and raises KeyboardInterrupt."""
-    import asyncio  # noqa: PLC0415
-    import signal  # noqa: PLC0415
-
+    from mbo_core.shutdown import run_until_signalled as run  # noqa: PLC0415
     from sink.app import run_sink  # noqa: PLC0415
 
-    async def main() -> SinkSummary:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        signals = (signal.SIGINT, signal.SIGTERM)
-
-        def on_signal() -> None:
-            if not stop.is_set():
-                stop.set()
-            elif task is not None:
-                task.cancel()
-
-        for signum in signals:
-            loop.add_signal_handler(signum, on_signal)
-        try:
-            return await run_sink(settings, stop=stop, idle_exit_s=idle_exit)
-        except asyncio.CancelledError:
-            raise KeyboardInterrupt from None
-        finally:
-            for signum in signals:
-                loop.remove_signal_handler(signum)
-
-    return asyncio.run(main())
+    return run(lambda stop: run_sink(settings, stop=stop, idle_exit_s=idle_exit))

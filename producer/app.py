@@ -49,6 +49,7 @@ from mbo_core.metrics import (
 from mbo_core.records import MBO_DTYPE
 from mbo_core.schemas import end_of_stream_headers, instrument_key, records_headers
 from mbo_core.settings import Settings
+from mbo_core.shutdown import run_until_signalled
 from mbo_core.topics import ensure_topics
 from producer.chunking import Chunk, Chunker, clear_records, last_of_each_book
 from producer.pacing import Pacer, Pacing
@@ -494,29 +495,12 @@ def run_produce(
     waiting for deliveries and raises KeyboardInterrupt.
     """
 
-    async def main() -> ProduceSummary:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        signals = (signal.SIGINT, signal.SIGTERM)
+    def stopping(signum: signal.Signals) -> None:
+        log.info("%s: stopping the replay", signum.name)
 
-        def on_signal(signum: signal.Signals) -> None:
-            if not stop.is_set():
-                log.info("%s: stopping the replay", signum.name)
-                stop.set()
-            elif task is not None:
-                task.cancel()
-
-        for signum in signals:
-            loop.add_signal_handler(signum, on_signal, signum)
-        try:
-            return await produce_file(
-                settings, path, rate=rate, speed=speed, loops=loops, progress=progress, stop=stop
-            )
-        except asyncio.CancelledError:
-            raise KeyboardInterrupt from None
-        finally:
-            for signum in signals:
-                loop.remove_signal_handler(signum)
-
-    return asyncio.run(main())
+    return run_until_signalled(
+        lambda stop: produce_file(
+            settings, path, rate=rate, speed=speed, loops=loops, progress=progress, stop=stop
+        ),
+        on_first_signal=stopping,
+    )
