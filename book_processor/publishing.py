@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import orjson
 
-from mbo_core.book import QUALITY_FIELDS, BookEngine
+from mbo_core.book import QUALITY_FIELDS, BookEngine, BookView
 from mbo_core.book import kernel as k
-from mbo_core.prices import format_price
+from mbo_core.json_columns import prices_json
 from mbo_core.schemas import (
     BBO_SCHEMA,
     SNAPSHOT_SCHEMA,
@@ -166,20 +166,17 @@ class BookPublisher:
         source: dict[str, int],
         sent_ns: int,
     ) -> tuple[bytes, int]:
-        """The BBO message of one book's changes, column by column (no per-row tuples).
-
-        Plain lists from one tolist(): on the small messages of a paced stream, numpy's
-        per-operation overhead would cost more than the rows themselves.
-        """
-        cols = taps.T.tolist()
+        """The BBO message of one book's changes, column by column (no per-row tuples)."""
+        cols = np.ascontiguousarray(taps.T)
+        last = cols[:, -1].tolist()
         self._publisher_bbo.setdefault(instrument, {})[publisher] = tuple(
-            cols[k.T_BBO + i][-1] for i in range(6)
+            last[k.T_BBO : k.T_BBO + 6]
         )
-        self._publisher_quality.setdefault(instrument, {})[publisher] = [
-            cols[k.T_QUALITY + i][-1] for i in range(k.N_QUALITY)
+        self._publisher_quality.setdefault(instrument, {})[publisher] = last[
+            k.T_QUALITY : k.T_QUALITY + k.N_QUALITY
         ]
         columns = {
-            "publisher_id": [publisher] * len(cols[k.T_RECORD]),
+            "publisher_id": np.full(len(taps), publisher, dtype=np.int64),
             "record_index": cols[k.T_RECORD],
             "ts_event": cols[k.T_TS_EVENT],
             "ts_recv": cols[k.T_TS_RECV],
@@ -230,12 +227,13 @@ class BookPublisher:
         source: dict[str, int],
         sent_ns: int,
         columns: dict[str, Any],
-        bbo: Sequence[Sequence[int]],
-        quality: Sequence[Sequence[int]],
+        bbo: Sequence[Sequence[int]] | np.ndarray,
+        quality: Sequence[Sequence[int]] | np.ndarray,
     ) -> tuple[bytes, int]:
         """The mbo.bbo/1 message of columns: row ids, the six BBO columns (bid price, size,
         count, ask price, size, count) and one column per quality counter."""
-        bid_px, bid_sz, bid_ct, ask_px, ask_sz, ask_ct = bbo
+        bid_px, bid_sz, bid_ct, ask_px, ask_sz, ask_ct = (np.asarray(c) for c in bbo)
+        both = (bid_px != UNDEF) & (ask_px != UNDEF)
         message = {
             "schema": BBO_SCHEMA,
             "instrument_id": instrument_id,
@@ -243,17 +241,18 @@ class BookPublisher:
             "source": source,
             "sent_ns": sent_ns,
             **columns,
-            "bid_price": [_price(p) for p in bid_px],
+            "bid_price": prices_json(bid_px),
             "bid_size": bid_sz,
             "bid_count": bid_ct,
-            "ask_price": [_price(p) for p in ask_px],
+            "ask_price": prices_json(ask_px),
             "ask_size": ask_sz,
             "ask_count": ask_ct,
-            "crossed": [UNDEF not in (b, a) and b > a for b, a in zip(bid_px, ask_px, strict=True)],
-            "locked": [b != UNDEF and b == a for b, a in zip(bid_px, ask_px, strict=True)],
+            "crossed": both & (bid_px > ask_px),
+            "locked": (bid_px != UNDEF) & (bid_px == ask_px),
             "quality": dict(zip(QUALITY_FIELDS, quality, strict=True)),
         }
-        return orjson.dumps(message), len(bid_px)
+        # Columns are numpy arrays (serialized natively) or plain sequences: same JSON.
+        return orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY), len(bid_px)
 
     # --------------------------------------------------------------- snapshots
 
@@ -261,26 +260,27 @@ class BookPublisher:
         """The book's snapshot, and the consolidated one where its instrument has several."""
         self._index_new_books()
         view = self.engine.view(book, self.snapshot_depth)
-        out = [self._snapshot(book_json(view, None), record_index, final=False)]
+        out = [self._snapshot(view, record_index, final=False)]
         siblings = self._books_of[view.instrument_id]
         if len(siblings) > 1:
             observable = [b for b in siblings if self.engine.is_observable(b)]
             merged = self.engine.consolidated(observable, self.snapshot_depth)
-            out.append(self._snapshot(book_json(merged, None), record_index, final=False))
+            out.append(self._snapshot(merged, record_index, final=False))
         return out
 
     def _final_snapshots(self, instrument_id: int) -> list[dict[str, Any]]:
         self._index_new_books()
         books = [b for b in self._books_of.get(instrument_id, []) if self.engine.is_observable(b)]
         depth = self.snapshot_depth
-        out = [self._snapshot(book_json(self.engine.view(b, depth), None), 0, final=True)
+        out = [self._snapshot(self.engine.view(b, depth), 0, final=True)
                for b in books]  # fmt: skip
         if len(books) > 1:
             merged = self.engine.consolidated(books, depth)
-            out.append(self._snapshot(book_json(merged, None), 0, final=True))
+            out.append(self._snapshot(merged, 0, final=True))
         return out
 
-    def _snapshot(self, book: dict[str, Any], record_index: int, *, final: bool) -> dict[str, Any]:
+    def _snapshot(self, view: BookView, record_index: int, *, final: bool) -> dict[str, Any]:
+        book = book_json(view, None, encoded_levels=True)
         book["symbol"] = self.symbols.get(book["instrument_id"])
         book["record_index"] = record_index
         book["final"] = final
@@ -320,10 +320,6 @@ def _instrument_of(key: bytes | None, records: np.ndarray) -> int:
     if len(records):
         return int(records["instrument_id"][0])
     raise ValueError("records message without key or records: instrument unknown")
-
-
-def _price(price: int) -> str | None:
-    return None if price == UNDEF else format_price(price)
 
 
 def _merge_bbo(bbos: Iterable[Bbo]) -> Bbo:

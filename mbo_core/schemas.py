@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mbo_core import json_columns
 from mbo_core.prices import format_price
 from mbo_core.records import MBO_DTYPE
 
@@ -96,7 +97,10 @@ def levels_json(levels: np.ndarray) -> list[dict[str, Any]]:
     ]
 
 
-def book_json(view: BookView, symbol: str | None) -> BookJson:
+def book_json(view: BookView, symbol: str | None, *, encoded_levels: bool = False) -> BookJson:
+    """The JSON object of a book. encoded_levels: bids and asks as ready JSON text
+    (`orjson.Fragment`, for messages that are only serialized; same bytes once dumped)."""
+    levels = json_columns.levels_json if encoded_levels else levels_json
     return {
         "instrument_id": view.instrument_id,
         "publisher_id": view.publisher_id,
@@ -104,8 +108,8 @@ def book_json(view: BookView, symbol: str | None) -> BookJson:
         "ts_event": view.ts_event,
         "ts_recv": view.ts_recv,
         "sequence": view.sequence,
-        "bids": levels_json(view.bids),
-        "asks": levels_json(view.asks),
+        "bids": levels(view.bids),
+        "asks": levels(view.asks),
         "crossed": view.crossed,
         "locked": view.locked,
         "quality": dict(view.quality),
