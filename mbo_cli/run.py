@@ -248,23 +248,26 @@ def _serve_until_stopped(supervisor: Supervisor, stop: list[int]) -> None:
 def _wait_drained(
     supervisor: Supervisor, settings: Any, workers: int, stop: list[int], timeout: float
 ) -> float:
-    from mbo_core.kafka import committed_offsets, partition_ends  # noqa: PLC0415
+    return asyncio.run(_watch_drained(supervisor, settings, stop, timeout))
+
+
+async def _watch_drained(
+    supervisor: Supervisor, settings: Any, stop: list[int], timeout: float
+) -> float:
+    from mbo_core.kafka import OffsetWatch  # noqa: PLC0415
 
     topics = settings.topics
     groups = settings.kafka
 
-    async def positions() -> tuple[Any, ...]:
-        records = await partition_ends(settings, topics.records.name)
+    async def positions(watch: OffsetWatch) -> tuple[Any, ...]:
+        records = await watch.ends(topics.records.name)
         parts = sorted(records)
-        processed = await committed_offsets(settings, groups.processor_group_id,
-                                            topics.records.name, parts)  # fmt: skip
-        stored = await committed_offsets(settings, groups.sink_group_id,
-                                         topics.records.name, parts)  # fmt: skip
+        processed = await watch.committed(groups.processor_group_id, topics.records.name, parts)
+        stored = await watch.committed(groups.sink_group_id, topics.records.name, parts)
         outputs = []
         for topic in (topics.bbo.name, topics.snapshots.name):
-            ends = await partition_ends(settings, topic)
-            outputs.append((ends, await committed_offsets(settings, groups.sink_group_id, topic,
-                                                          sorted(ends))))  # fmt: skip
+            ends = await watch.ends(topic)
+            outputs.append((ends, await watch.committed(groups.sink_group_id, topic, sorted(ends))))
         return records, processed, stored, outputs
 
     def caught_up(ends: dict[int, int], committed: dict[int, int]) -> bool:
@@ -272,22 +275,24 @@ def _wait_drained(
 
     deadline = time.monotonic() + timeout
     previous: tuple[Any, ...] | None = None
-    while time.monotonic() < deadline:
-        if stop:
-            raise MboError("interrupted before the pipeline drained")
-        supervisor.check()
-        if supervisor.children["producer"].finished:
-            state = asyncio.run(positions())
-            records, processed, stored, outputs = state
-            done = (
-                caught_up(records, processed)
-                and caught_up(records, stored)
-                and all(caught_up(ends, committed) for ends, committed in outputs)
-            )
-            if done and state == previous:
-                return time.time()
-            previous = state if done else None
-        time.sleep(0.5)
+    # One consumer and one admin client for the whole wait (see OffsetWatch).
+    async with OffsetWatch(settings) as watch:
+        while time.monotonic() < deadline:
+            if stop:
+                raise MboError("interrupted before the pipeline drained")
+            supervisor.check()
+            if supervisor.children["producer"].finished:
+                state = await positions(watch)
+                records, processed, stored, outputs = state
+                done = (
+                    caught_up(records, processed)
+                    and caught_up(records, stored)
+                    and all(caught_up(ends, committed) for ends, committed in outputs)
+                )
+                if done and state == previous:
+                    return time.time()
+                previous = state if done else None
+            await asyncio.sleep(0.5)
     raise MboError(f"the pipeline did not drain within {timeout:.0f} s; see {supervisor.run_dir}")
 
 

@@ -12,6 +12,7 @@ Rules that hold on every broker (Apache Kafka, and tansu locally):
 from __future__ import annotations
 
 import ssl
+import time
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -172,53 +173,90 @@ def faust_app_kwargs(settings: Settings) -> dict[str, Any]:
     return options
 
 
-async def partition_ends(settings: Settings, topic: str) -> dict[int, int]:
-    """The end offset (next offset to be written) of every partition of `topic`.
+class OffsetWatch:
+    """End offsets and committed offsets read again and again through one consumer and one
+    admin client (`async with OffsetWatch(settings) as watch`).
 
-    Read from the high watermark a fetch returns, not from ListOffsets "latest", which the local
-    broker gets wrong after batched produce (docs/infrastructure.md).
+    A drain wait asks every half second; new clients each time (and a fetch from offset 0 to
+    learn a high watermark) cost the broker and the caller more CPU than some pipelines they
+    watch. Ends come from the high watermark of a fetch made after the call started, never
+    from ListOffsets "latest", which the local broker gets wrong after batched produce
+    (docs/infrastructure.md). A fetch starts at the last end seen, so it returns little data.
     """
-    consumer = make_consumer(settings, "ends", group_id=None, max_partition_fetch_bytes=1024)
-    await consumer.start()
-    try:
-        await consumer.topics()  # loads the metadata partitions_for_topic reads
-        partitions = sorted(consumer.partitions_for_topic(topic) or ())
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = make_consumer(
+            settings, "ends", group_id=None, max_partition_fetch_bytes=1024
+        )
+        self._admin = make_admin(settings, "offsets")
+        self._ends: dict[TopicPartition, int] = {}
+
+    async def __aenter__(self) -> OffsetWatch:
+        await self._consumer.start()
+        try:
+            await self._admin.start()
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self._admin.close()
+        finally:
+            await self._consumer.stop()
+
+    async def ends(self, topic: str) -> dict[int, int]:
+        """The end offset (next offset to be written) of every partition of `topic`."""
+        consumer = self._consumer
+        tps = [tp for tp in self._ends if tp.topic == topic]
+        if not tps:
+            await consumer.topics()  # loads the metadata partitions_for_topic reads
+            partitions = sorted(consumer.partitions_for_topic(topic) or ())
+            tps = [TopicPartition(topic, p) for p in partitions]
+            self._ends.update(dict.fromkeys(tps, 0))
+            consumer.assign(list(self._ends))
+        started_ms = time.time() * 1000
         for tp in tps:
-            consumer.seek(tp, 0)
+            consumer.seek(tp, self._ends[tp])
         ends: dict[int, int] = {}
         for _ in range(50):
             await consumer.getmany(*[tp for tp in tps if tp.partition not in ends], timeout_ms=200)
             for tp in tps:
                 highwater = consumer.highwater(tp)
-                if highwater is not None:
+                fetched_ms = consumer.last_poll_timestamp(tp)
+                if highwater is not None and fetched_ms is not None and fetched_ms >= started_ms:
                     ends[tp.partition] = highwater
+                    self._ends[tp] = highwater
             if len(ends) == len(tps):
                 return ends
         missing = [tp.partition for tp in tps if tp.partition not in ends]
         raise MboError(f"no high watermark for {topic} partitions {missing}")
-    finally:
-        await consumer.stop()
+
+    async def committed(self, group_id: str, topic: str, partitions: list[int]) -> dict[int, int]:
+        """The group's committed offset per partition (-1: none)."""
+        # Explicit partitions: without them the call fails on the local broker.
+        offsets = await self._admin.list_consumer_group_offsets(
+            group_id, partitions=[TopicPartition(topic, p) for p in partitions]
+        )
+        result = dict.fromkeys(partitions, -1)
+        for tp, meta in offsets.items():
+            result[tp.partition] = meta.offset
+        return result
+
+
+async def partition_ends(settings: Settings, topic: str) -> dict[int, int]:
+    """The end offset (next offset to be written) of every partition of `topic`, once."""
+    async with OffsetWatch(settings) as watch:
+        return await watch.ends(topic)
 
 
 async def committed_offsets(
     settings: Settings, group_id: str, topic: str, partitions: list[int]
 ) -> dict[int, int]:
-    """The group's committed offset per partition (-1: none)."""
-    admin = make_admin(settings, "offsets")
-    await admin.start()
-    try:
-        # Explicit partitions: without them the call fails on the local broker.
-        offsets = await admin.list_consumer_group_offsets(
-            group_id, partitions=[TopicPartition(topic, p) for p in partitions]
-        )
-    finally:
-        await admin.close()
-    result = dict.fromkeys(partitions, -1)
-    for tp, meta in offsets.items():
-        result[tp.partition] = meta.offset
-    return result
+    """The group's committed offset per partition (-1: none), once."""
+    async with OffsetWatch(settings) as watch:
+        return await watch.committed(group_id, topic, partitions)
 
 
 async def group_members(settings: Settings, group_id: str) -> tuple[str, int]:
