@@ -1,19 +1,36 @@
 """API benchmark: live WebSocket fan-out and REST latest-book latency on a real pipeline.
 
     poetry run python -m bench.api [--clients 1000] [--seconds 30] [--max-hz 10]
-                                   [--rest-clients 100] [--rest-requests 20000] [--file F]
+                                   [--rest-connections 100] [--rest-rate 2000]
+                                   [--rest-seconds 10] [--replay-rate 5000] [--without-sink]
+                                   [--file F]
 
 Starts everything itself on loopback only, in a temporary data dir: the local broker, a
-`mbo process` worker and `mbo api --with-sink` (its own process, chDB inside), replays FILE
-(default: the CLX5 sample) flat out through the API's replay control and waits for its book.
-Then, while a paced looping replay of the same file keeps the book changing:
+`mbo process` worker and `mbo api --with-sink` (its own process, chDB inside, as `mbo run` has
+it; `--without-sink`: `mbo api` alone, as deployed next to a ClickHouse server, since nothing
+here reads ClickHouse), replays FILE (default: the CLX5 sample) flat out through the API's
+replay control and waits for its book. Then, while a paced looping replay (--replay-rate
+records/s through the API's replay control; 0: none, the book stays still) keeps the book
+changing:
 
 1. websocket: --clients concurrent clients on /v1/instruments/<id>/live?max_hz=--max-hz for
    --seconds: connected, messages received per second (all clients), failures (connections
    refused or dropped; target 0);
-2. rest: --rest-clients concurrent clients GET /v1/instruments/<id>/book until --rest-requests
-   answers: p50/p99/max latency in ms (measured in this client process, so it includes the
-   client's own event-loop overhead) and requests/s.
+2. rest_latest_book: GET /v1/instruments/<id>/book from a Node.js load generator (its own
+   process, not Python: it costs the shared CPU a fraction of what it measures), twice:
+   * open_loop_fixed_rate: --rest-connections keep-alive connections sending at a fixed total
+     --rest-rate requests/s (bench/openloop.mjs): the latency a client sees at that load,
+     p50/p90/p99/max from when each request was due (coordinated omission counted), errors,
+     achieved rate. This is the figure the target (p99 < 5 ms) is about.
+   * closed_loop_saturation: --rest-connections connections each sending its next request
+     as soon as the previous answer arrives (autocannon): the most requests/s the API serves,
+     and the latency of a saturated server (queueing, not a service level).
+   Each with the CPU the API process and the load generator used meanwhile (percent of one
+   core), since on a 2-core machine they share the CPU with the broker, the processor and the
+   replay.
+
+The load generators are npm packages pinned in bench/package-lock.json, installed into
+bench/node_modules by `npm ci --prefix bench` on first use (needs Node.js >= 18 and npm).
 
 Prints JSON and stops everything.
 """
@@ -25,13 +42,16 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import websockets
@@ -40,8 +60,12 @@ from mbo_core.broker import LocalBroker, free_port
 from mbo_core.settings import Settings
 
 HOST = "127.0.0.1"
-DEFAULT_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "CLX5_mbo.dbn"
+BENCH = Path(__file__).resolve().parent
+DEFAULT_FILE = BENCH.parents[1] / "shared" / "data" / "CLX5_mbo.dbn"
 MBO = str(Path(sys.executable).parent / "mbo")
+AUTOCANNON = BENCH / "node_modules" / ".bin" / "autocannon"
+OPEN_LOOP = BENCH / "openloop.mjs"
+T = TypeVar("T")
 
 
 def _settings(data: Path) -> Settings:
@@ -93,39 +117,85 @@ async def websocket_phase(
     }  # fmt: skip
 
 
-async def rest_phase(base: str, instrument: int, clients: int, requests: int) -> dict[str, Any]:
-    latencies: list[float] = []
-    errors = 0
-    remaining = requests
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=f"http://{base}", limits=limits, timeout=30) as http:
+def node_tools() -> None:
+    """Install the pinned load generators into bench/node_modules unless they are there."""
+    installed = BENCH / "node_modules" / ".package-lock.json"
+    lock = BENCH / "package-lock.json"
+    if (
+        AUTOCANNON.exists()
+        and installed.exists()
+        and installed.stat().st_mtime >= lock.stat().st_mtime
+    ):
+        return
+    npm = shutil.which("npm")
+    if npm is None or shutil.which("node") is None:
+        raise SystemExit("bench.api: the REST load generators need Node.js >= 18 and npm")
+    print("bench.api: npm ci --prefix bench", file=sys.stderr)
+    subprocess.run([npm, "ci", "--prefix", str(BENCH), "--no-audit", "--no-fund"], check=True,
+                   stdout=sys.stderr)  # fmt: skip
 
-        async def worker() -> None:
-            nonlocal remaining, errors
-            while remaining > 0:
-                remaining -= 1
-                t0 = time.perf_counter()
-                try:
-                    response = await http.get(f"/v1/instruments/{instrument}/book")
-                except httpx.HTTPError:
-                    errors += 1
-                    continue
-                latencies.append(time.perf_counter() - t0)
-                errors += response.status_code != 200
 
-        started = time.monotonic()
-        await asyncio.gather(*(worker() for _ in range(clients)))
-        elapsed = time.monotonic() - started
-    latencies.sort()
+def _cpu_ticks(pid: int) -> int:
+    # utime + stime of a running process (its own threads), in clock ticks.
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])
 
-    def pct(p: float) -> float:
-        return round(latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000, 2)
 
+def _measured(api_pid: int, run: Callable[[], T]) -> tuple[T, dict[str, float]]:
+    """run(), with the CPU the API process and the load generator (a child that has exited
+    by the time run() returns) used meanwhile, in percent of one core."""
+    tick = os.sysconf("SC_CLK_TCK")
+    api_before, children_before = _cpu_ticks(api_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    result = run()
+    elapsed = time.monotonic() - started
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_s = (children.ru_utime - children_before.ru_utime) + (
+        children.ru_stime - children_before.ru_stime
+    )
+    api_s = (_cpu_ticks(api_pid) - api_before) / tick
+    return result, {
+        "api_process_cpu_percent": round(100 * api_s / elapsed, 1),
+        "load_generator_cpu_percent": round(100 * client_s / elapsed, 1),
+    }
+
+
+def _node_json(command: list[str]) -> dict[str, Any]:
+    out = subprocess.run(command, check=True, capture_output=True, text=True)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        raise SystemExit(f"bench.api: no JSON from {command[0]}: {out.stderr[-500:]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def rest_open_loop(url: str, connections: int, rate: float, seconds: float) -> dict[str, Any]:
+    result = _node_json([
+        "node", str(OPEN_LOOP), "--url", url, "--connections", str(connections),
+        "--rate", str(rate), "--duration", str(seconds),
+    ])  # fmt: skip
     return {
-        "clients": clients, "requests": len(latencies), "errors": errors,
-        "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": round(latencies[-1] * 1000, 2),
-        "requests_per_s": round(len(latencies) / elapsed, 1),
-    }  # fmt: skip
+        "what": f"{connections} connections sending {rate:g} requests/s in total at fixed "
+        "times; latency from when each request was due (coordinated omission counted)",
+        **result,
+    }
+
+
+def rest_closed_loop(url: str, connections: int, seconds: float) -> dict[str, Any]:
+    result = _node_json([str(AUTOCANNON), "-c", str(connections), "-d", str(seconds), "-j", url])
+    latency, requests = result["latency"], result["requests"]
+    return {
+        "what": f"{connections} connections each sending its next request as soon as the "
+        "previous answer arrives (autocannon): the most the API serves; the latency is queueing "
+        "at saturation, not a service level",
+        "connections": connections,
+        "duration_s": result["duration"],
+        "requests_ok": result["2xx"],
+        "errors": result["errors"] + result["timeouts"],
+        "non_2xx": result["non2xx"],
+        "requests_per_s": requests["average"],
+        "latency_ms": {k: latency[k] for k in ("p50", "p90", "p99", "p99_9", "max")},
+    }
 
 
 def main() -> None:
@@ -133,11 +203,29 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--max-hz", type=float, default=10.0)
-    parser.add_argument("--rest-clients", type=int, default=100)
-    parser.add_argument("--rest-requests", type=int, default=20_000)
+    parser.add_argument("--rest-connections", type=int, default=100)
+    parser.add_argument(
+        "--rest-rate",
+        type=float,
+        default=2000.0,
+        help="Open-loop offered rate, requests/s over all connections.",
+    )
+    parser.add_argument("--rest-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--replay-rate",
+        type=float,
+        default=5000.0,
+        help="Records/s of the looping replay during the measurements (0: none).",
+    )
+    parser.add_argument(
+        "--without-sink",
+        action="store_true",
+        help="Run `mbo api` without the in-process ClickHouse sink.",
+    )
     parser.add_argument("--file", type=Path, default=DEFAULT_FILE)
-    args = parser.parse_args()
+    args = parser.parse_args()  # fmt: skip
     source = args.file.resolve()
+    node_tools()
     with tempfile.TemporaryDirectory(prefix="bench-api-") as tmp, contextlib.ExitStack() as stack:
         data = Path(tmp) / "data"
         data.mkdir()
@@ -151,7 +239,8 @@ def main() -> None:
         }  # fmt: skip
         logs = (Path(tmp) / "stages.log").open("wb")
         children = []
-        for args_ in (["api", "--with-sink"], ["process", "--metrics-port", "0"]):
+        api_args = ["api"] if args.without_sink else ["api", "--with-sink"]
+        for args_ in (api_args, ["process", "--metrics-port", "0"]):
             child = subprocess.Popen([MBO, *args_], env=env, stdout=logs, stderr=subprocess.STDOUT)
             children.append(child)
 
@@ -178,17 +267,38 @@ def main() -> None:
         _wait(lambda: http.get(f"/v1/instruments/{instrument}/book").status_code == 200, 300,
               "no book appeared")  # fmt: skip
         setup_s = time.monotonic() - started
-        # Keep the book changing during the measurements: a paced, looping replay.
-        http.post("/v1/replay", json={"file": str(source), "rate": 5000, "loop": 100})
+        if args.replay_rate > 0:
+            # Keep the book changing during the measurements: a paced, looping replay.
+            paced = {"file": str(source), "rate": args.replay_rate, "loop": 100}
+            http.post("/v1/replay", json=paced).raise_for_status()
         ws = asyncio.run(websocket_phase(base, instrument, args.clients, args.seconds, args.max_hz))
         print(f"bench.api: websocket {ws}", file=sys.stderr)
-        rest = asyncio.run(rest_phase(base, instrument, args.rest_clients, args.rest_requests))
+        url = f"http://{base}/v1/instruments/{instrument}/book"
+        api_pid = children[0].pid
+        open_loop, open_cpu = _measured(api_pid, lambda: rest_open_loop(
+            url, args.rest_connections, args.rest_rate, args.rest_seconds))  # fmt: skip
+        print(f"bench.api: rest open loop {open_loop}", file=sys.stderr)
+        closed_loop, closed_cpu = _measured(api_pid, lambda: rest_closed_loop(
+            url, args.rest_connections, args.rest_seconds))  # fmt: skip
+        replay = http.get("/v1/replay").json()
         http.post("/v1/replay/stop")
         http.close()
         print(json.dumps({
             "file": str(source), "instrument_id": instrument, "setup_s": round(setup_s, 1),
-            "websocket": ws, "rest_latest_book": rest,
-            "targets": {"websocket_failures": 0, "rest_p99_ms": 5},
+            "conditions": {
+                "api": " ".join(["mbo", *api_args]),
+                "replay_during_measurements": (
+                    f"{args.replay_rate:g} records/s, looping, through the API's replay control "
+                    f"(state {replay['state']})" if args.replay_rate > 0 else "none: book still"
+                ),
+                "cpus": os.cpu_count(),
+            },
+            "websocket": ws,
+            "rest_latest_book": {
+                "open_loop_fixed_rate": {**open_loop, **open_cpu},
+                "closed_loop_saturation": {**closed_loop, **closed_cpu},
+            },
+            "targets": {"websocket_failures": 0, "rest_open_loop_p99_ms": 5},
         }, indent=1))  # fmt: skip
 
 

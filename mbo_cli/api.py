@@ -32,6 +32,7 @@ def api(
     import uvicorn  # noqa: PLC0415
 
     from api.app import create_app  # noqa: PLC0415
+    from api.server import uvicorn_config  # noqa: PLC0415
     from mbo_core.logs import configure_logging  # noqa: PLC0415
     from mbo_core.settings import load_settings  # noqa: PLC0415
 
@@ -52,17 +53,7 @@ def api(
         client = connect(settings)  # fails now, with one line, if chDB's directory is taken
     try:
         app = create_app(settings, clickhouse=client, with_sink=with_sink)
-        config = uvicorn.Config(
-            app,
-            host=settings.api.host,
-            port=settings.api.port,
-            ws="websockets-sansio",
-            lifespan="on",
-            access_log=False,
-            log_config=None,  # keep the logging configure_logging set up
-            timeout_graceful_shutdown=5,
-        )
-        server = uvicorn.Server(config)
+        server = uvicorn.Server(uvicorn_config(app, settings.api.host, settings.api.port))
 
         def on_sink_failure() -> None:
             server.should_exit = True

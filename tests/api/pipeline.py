@@ -18,6 +18,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
+from api.server import uvicorn_config
 from mbo_core.broker import free_port
 from mbo_core.settings import Settings
 from tests.paths import MBO
@@ -31,6 +32,7 @@ class Served:
     app: FastAPI
     base: str
     port: int
+    server: uvicorn.Server
 
     @property
     def ws(self) -> str:
@@ -78,20 +80,17 @@ def processor(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
 
 
 @contextlib.contextmanager
-def serve(app: FastAPI, settings: Settings) -> Iterator[Served]:
-    """uvicorn serving `app` on a free loopback port in a thread of this process."""
+def serve(app: FastAPI, settings: Settings, **uvicorn_options: Any) -> Iterator[Served]:
+    """uvicorn serving `app` on a free loopback port in a thread of this process, configured as
+    `mbo api` serves it (uvloop, httptools, sans-I/O WebSockets) plus `uvicorn_options`."""
     port = free_port()
-    config = uvicorn.Config(
-        app, host=HOST, port=port, ws="websockets-sansio", lifespan="on", access_log=False,
-        log_config=None, timeout_graceful_shutdown=5,
-    )  # fmt: skip
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, HOST, port, **uvicorn_options))
     # uvicorn only takes signals in the main thread (pytest's): this one stops by should_exit.
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     wait_until(lambda: server.started, 60, "uvicorn did not start")
     try:
-        yield Served(settings, app, f"http://{HOST}:{port}", port)
+        yield Served(settings, app, f"http://{HOST}:{port}", port, server)
     finally:
         server.should_exit = True
         thread.join(60)

@@ -1,0 +1,50 @@
+"""How the API is served: one uvicorn configuration for `mbo api` and the tests.
+
+uvloop (libuv event loop) and httptools (llhttp parser) are uvicorn's fast stack: together they
+take a third off the per-request cost of the asyncio loop and the pure-Python h11 parser. They
+are project dependencies and selected explicitly; where one cannot be imported (a platform
+without wheels) the server falls back to asyncio / h11 instead of failing to start.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Final
+
+import uvicorn
+
+#: The WebSocket implementation (sans-I/O websockets: flow-controlled sends, see api.live).
+WS_PROTOCOL: Final = "websockets-sansio"
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
+
+
+def loop_and_http() -> tuple[str, str]:
+    """uvicorn's `loop` and `http` settings: uvloop/httptools when available."""
+    loop = "uvloop" if _importable("uvloop") else "asyncio"
+    http = "httptools" if _importable("httptools") else "h11"
+    return loop, http
+
+
+def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.Config:
+    """The API's uvicorn configuration (`overrides` win over these defaults)."""
+    loop, http = loop_and_http()
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "loop": loop,
+        "http": http,
+        "ws": WS_PROTOCOL,
+        "lifespan": "on",
+        "access_log": False,
+        "log_config": None,  # keep the logging mbo_core.logs set up
+        "timeout_graceful_shutdown": 5,
+        **overrides,
+    }
+    return uvicorn.Config(app, **options)
