@@ -13,7 +13,8 @@ twice on the local broker and chDB, exactly as a user would:
   publication of its BBO/snapshot events (exact, every message), and to the rows being in
   ClickHouse (from the sink's histogram: bucket upper bounds).
 
-Prints one JSON object. Each run's full report is included.
+Prints one JSON object. Each run's full report is included, with the CPU seconds each process
+used (start-up included), which shows where the machine's cores went.
 """
 
 from __future__ import annotations
@@ -48,13 +49,70 @@ def run(
     env = {k: v for k, v in os.environ.items() if not k.startswith("MBO_")}
     if linger_ms is not None:
         env["MBO_PIPELINE__CHUNK_LINGER_MS"] = str(linger_ms)
-    subprocess.run(
+    process = subprocess.Popen(
         [*MBO, "run", "--replay", str(source), *pacing, "--workers", str(workers),
          "--until-drained", "--data-dir", str(work / "data"), "--report", str(report)],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
+    cpu = _watch_cpu(process)
+    if process.returncode != 0:
+        raise SystemExit(f"mbo run failed ({process.returncode}); see {work / 'data' / 'run'}")
     figures: dict[str, Any] = json.loads(report.read_text())
+    figures["cpu_seconds"] = cpu
     return figures
+
+
+def _watch_cpu(process: subprocess.Popen[bytes]) -> dict[str, float]:
+    """CPU seconds (user + system, start-up included) of each process of the run, by stage.
+
+    Read from /proc until the run ends, so it shows where the two cores went: the stages, the
+    broker and `mbo run` itself. Empty where there is no /proc.
+    """
+    seen: dict[int, tuple[str, float]] = {}
+    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    while process.poll() is None:
+        for pid in [process.pid, *_descendants(process.pid)]:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            name = _stage_name(argv)
+            if pid in seen and name == "?":  # exited: its command line is gone, its name is not
+                name = seen[pid][0]
+            seen[pid] = (name, (int(stat[11]) + int(stat[12])) / ticks)
+        time.sleep(0.2)
+    totals: dict[str, float] = {}
+    for name, seconds in seen.values():
+        totals[name] = round(totals.get(name, 0.0) + seconds, 2)
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+        for child in children:
+            found += [child, *_descendants(child)]
+    return found
+
+
+def _stage_name(argv: list[bytes]) -> str:
+    words = [a.decode(errors="replace") for a in argv if a]
+    if "mbo_cli.main" in words:
+        stage = words[words.index("mbo_cli.main") + 1 :]
+        name = stage[0] if stage else "mbo"
+        if name == "api" and "--with-sink" in stage:
+            return "api+sink"
+        return "mbo run" if name == "run" else name
+    return Path(words[0]).name.split("-")[0] if words else "?"
 
 
 def main() -> None:
@@ -93,6 +151,7 @@ def main() -> None:
                     "seconds": flat["seconds"],
                     "records_per_s": flat["records_per_s"],
                     "rows": flat["rows"],
+                    "cpu_seconds": flat["cpu_seconds"],
                 },
                 "paced": {
                     "target_rate": args.rate,
@@ -100,6 +159,7 @@ def main() -> None:
                     "producer_records_per_s": round(slow["producer"].get("records_per_s", 0)),
                     "send_to_event_ms": slow["latency_ms"]["send_to_event"],
                     "send_to_clickhouse_ms": slow["latency_ms"]["send_to_clickhouse"],
+                    "cpu_seconds": slow["cpu_seconds"],
                 },
                 "reports": {"flat_out": flat, "paced": slow},
             }
