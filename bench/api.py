@@ -2,16 +2,17 @@
 
     poetry run python -m bench.api [--clients 1000] [--seconds 30] [--max-hz 10]
                                    [--rest-connections 100] [--rest-rate 2000]
-                                   [--rest-seconds 10] [--replay-rate 5000] [--without-sink]
-                                   [--file F]
+                                   [--rest-seconds 10] [--replay-rate 5000]
+                                   [--replay-in producer|api] [--without-sink] [--file F]
 
 Starts everything itself on loopback only, in a temporary data dir: the local broker, a
 `mbo process` worker and `mbo api --with-sink` (its own process, chDB inside, as `mbo run` has
 it; `--without-sink`: `mbo api` alone, as deployed next to a ClickHouse server, since nothing
-here reads ClickHouse), replays FILE (default: the CLX5 sample) flat out through the API's
-replay control and waits for its book. Then, while a paced looping replay (--replay-rate
-records/s through the API's replay control; 0: none, the book stays still) keeps the book
-changing:
+here reads ClickHouse), and keeps FILE's book (default: the CLX5 sample) changing with a paced
+looping replay at --replay-rate records/s: by `mbo produce` in its own process, as deployed
+(--replay-in producer, the default), or through the API's replay control, which runs it inside
+the API process as the UI's buttons do (--replay-in api; its CPU then competes with the
+requests). --replay-rate 0: one flat-out replay first, then the book stays still. Then:
 
 1. websocket: --clients concurrent clients on /v1/instruments/<id>/live?max_hz=--max-hz for
    --seconds: connected, messages received per second (all clients), failures (connections
@@ -218,6 +219,13 @@ def main() -> None:
         help="Records/s of the looping replay during the measurements (0: none).",
     )
     parser.add_argument(
+        "--replay-in",
+        choices=("producer", "api"),
+        default="producer",
+        help="Who runs that replay: `mbo produce` in its own process (as deployed) or the "
+        "API's replay control, inside the API process (as the UI's replay buttons do).",
+    )
+    parser.add_argument(
         "--without-sink",
         action="store_true",
         help="Run `mbo api` without the in-process ClickHouse sink.",
@@ -260,14 +268,23 @@ def main() -> None:
         http = httpx.Client(base_url=f"http://{base}", timeout=30)
         _wait(lambda: http.get("/healthz").status_code == 200, 120, "the API did not start")
         started = time.monotonic()
-        http.post("/v1/replay", json={"file": str(source)}).raise_for_status()
-        _wait(lambda: http.get("/v1/replay").json()["state"] == "finished", 300, "no replay")
+        if args.replay_rate > 0 and args.replay_in == "producer":
+            # The book changes during the measurements through a paced, looping `mbo produce`
+            # of its own, as deployed (the producer is a stage, not part of the gateway).
+            producer = subprocess.Popen(
+                [MBO, "produce", str(source), "--rate", f"{args.replay_rate:g}", "--loop", "100"],
+                env=env, stdout=logs, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            children.append(producer)
+        else:
+            http.post("/v1/replay", json={"file": str(source)}).raise_for_status()
+            _wait(lambda: http.get("/v1/replay").json()["state"] == "finished", 300, "no replay")
         rows = _wait(lambda: http.get("/v1/instruments").json(), 300, "no instrument appeared")
         instrument = rows[0]["instrument_id"]
         _wait(lambda: http.get(f"/v1/instruments/{instrument}/book").status_code == 200, 300,
               "no book appeared")  # fmt: skip
         setup_s = time.monotonic() - started
-        if args.replay_rate > 0:
+        if args.replay_rate > 0 and args.replay_in == "api":
             # Keep the book changing during the measurements: a paced, looping replay.
             paced = {"file": str(source), "rate": args.replay_rate, "loop": 100}
             http.post("/v1/replay", json=paced).raise_for_status()
@@ -288,8 +305,11 @@ def main() -> None:
             "conditions": {
                 "api": " ".join(["mbo", *api_args]),
                 "replay_during_measurements": (
-                    f"{args.replay_rate:g} records/s, looping, through the API's replay control "
-                    f"(state {replay['state']})" if args.replay_rate > 0 else "none: book still"
+                    "none: book still" if args.replay_rate <= 0
+                    else f"{args.replay_rate:g} records/s, looping, by `mbo produce` (own process)"
+                    if args.replay_in == "producer"
+                    else f"{args.replay_rate:g} records/s, looping, through the API's replay "
+                    f"control, inside the API process (state {replay['state']})"
                 ),
                 "cpus": os.cpu_count(),
             },
