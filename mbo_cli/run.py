@@ -259,19 +259,32 @@ async def _watch_drained(
     topics = settings.topics
     groups = settings.kafka
 
-    async def positions(watch: OffsetWatch) -> tuple[Any, ...]:
+    def caught_up(ends: dict[int, int], committed: dict[int, int]) -> bool:
+        return all(end == 0 or committed.get(p, -1) >= end for p, end in ends.items())
+
+    async def drained_state(watch: OffsetWatch) -> tuple[Any, ...] | None:
+        """Every position, if every consumer has caught up with every topic; else None.
+
+        Cheapest first, stopping at the first lag: the output topics' ends cost a fetch that
+        returns (and decodes) their newest data, which is only worth it once the processor has
+        committed every record.
+        """
         records = await watch.ends(topics.records.name)
         parts = sorted(records)
         processed = await watch.committed(groups.processor_group_id, topics.records.name, parts)
+        if not caught_up(records, processed):
+            return None
         stored = await watch.committed(groups.sink_group_id, topics.records.name, parts)
+        if not caught_up(records, stored):
+            return None
         outputs = []
         for topic in (topics.bbo.name, topics.snapshots.name):
             ends = await watch.ends(topic)
-            outputs.append((ends, await watch.committed(groups.sink_group_id, topic, sorted(ends))))
+            committed = await watch.committed(groups.sink_group_id, topic, sorted(ends))
+            if not caught_up(ends, committed):
+                return None
+            outputs.append((ends, committed))
         return records, processed, stored, outputs
-
-    def caught_up(ends: dict[int, int], committed: dict[int, int]) -> bool:
-        return all(end == 0 or committed.get(p, -1) >= end for p, end in ends.items())
 
     deadline = time.monotonic() + timeout
     previous: tuple[Any, ...] | None = None
@@ -282,16 +295,10 @@ async def _watch_drained(
                 raise MboError("interrupted before the pipeline drained")
             supervisor.check()
             if supervisor.children["producer"].finished:
-                state = await positions(watch)
-                records, processed, stored, outputs = state
-                done = (
-                    caught_up(records, processed)
-                    and caught_up(records, stored)
-                    and all(caught_up(ends, committed) for ends, committed in outputs)
-                )
-                if done and state == previous:
+                state = await drained_state(watch)
+                if state is not None and state == previous:
                     return time.time()
-                previous = state if done else None
+                previous = state
             await asyncio.sleep(0.5)
     raise MboError(f"the pipeline did not drain within {timeout:.0f} s; see {supervisor.run_dir}")
 
