@@ -8,7 +8,9 @@ without wheels) the server falls back to asyncio / h11 instead of failing to sta
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+from collections.abc import Iterator
 from typing import Any, Final
 
 import uvicorn
@@ -48,3 +50,20 @@ def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.
         **overrides,
     }
     return uvicorn.Config(app, **options)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, exiting 0 after a graceful shutdown on SIGINT/SIGTERM.
+
+    uvicorn re-raises the signal once it has shut down, so the process ends "killed by SIGTERM"
+    (status 143) even when everything closed cleanly; the other stages exit 0 then, and
+    supervisors read 143 as a crash.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                self._captured_signals.clear()

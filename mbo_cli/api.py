@@ -29,10 +29,8 @@ def api(
 ) -> None:
     """Serve the API (/v1, /docs, /metrics) and the web UI until SIGINT/SIGTERM."""
     # Heavy imports only when this command runs.
-    import uvicorn  # noqa: PLC0415
-
     from api.app import create_app  # noqa: PLC0415
-    from api.server import uvicorn_config  # noqa: PLC0415
+    from api.server import Server, uvicorn_config  # noqa: PLC0415
     from mbo_core.logs import configure_logging  # noqa: PLC0415
     from mbo_core.settings import load_settings  # noqa: PLC0415
 
@@ -53,7 +51,7 @@ def api(
         client = connect(settings)  # fails now, with one line, if chDB's directory is taken
     try:
         app = create_app(settings, clickhouse=client, with_sink=with_sink)
-        server = uvicorn.Server(uvicorn_config(app, settings.api.host, settings.api.port))
+        server = Server(uvicorn_config(app, settings.api.host, settings.api.port))
 
         def on_sink_failure() -> None:
             server.should_exit = True
