@@ -109,7 +109,7 @@ def run(
             _serve_until_stopped(supervisor, stop)
             return
         started = time.time()
-        drained_at = _wait_drained(supervisor, settings, workers, stop, timeout)
+        drained_at = asyncio.run(_wait_drained(supervisor, settings, stop, timeout))
         from mbo_cli.report import build_report  # noqa: PLC0415 (reads ClickHouse)
 
         # With chDB the sink runs inside the API process, whose /metrics is the API's.
@@ -245,13 +245,7 @@ def _serve_until_stopped(supervisor: Supervisor, stop: list[int]) -> None:
     print("mbo run: stopping", file=sys.stderr)
 
 
-def _wait_drained(
-    supervisor: Supervisor, settings: Any, workers: int, stop: list[int], timeout: float
-) -> float:
-    return asyncio.run(_watch_drained(supervisor, settings, stop, timeout))
-
-
-async def _watch_drained(
+async def _wait_drained(
     supervisor: Supervisor, settings: Any, stop: list[int], timeout: float
 ) -> float:
     from mbo_core.kafka import OffsetWatch  # noqa: PLC0415

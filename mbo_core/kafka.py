@@ -185,30 +185,43 @@ class OffsetWatch:
     """
 
     def __init__(self, settings: Settings) -> None:
-        self._consumer = make_consumer(
-            settings, "ends", group_id=None, max_partition_fetch_bytes=1024
-        )
-        self._admin = make_admin(settings, "offsets")
+        self._settings = settings
+        # Each client starts on its first use: a one-shot read of ends needs no admin client,
+        # a one-shot read of committed offsets no consumer.
+        self._consumer: AIOKafkaConsumer | None = None
+        self._admin: AIOKafkaAdminClient | None = None
         self._ends: dict[TopicPartition, int] = {}
 
     async def __aenter__(self) -> OffsetWatch:
-        await self._consumer.start()
-        try:
-            await self._admin.start()
-        except BaseException:
-            await self._consumer.stop()
-            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         try:
-            await self._admin.close()
+            if self._admin is not None:
+                await self._admin.close()
         finally:
-            await self._consumer.stop()
+            if self._consumer is not None:
+                await self._consumer.stop()
+
+    async def _started_consumer(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = make_consumer(
+                self._settings, "ends", group_id=None, max_partition_fetch_bytes=1024
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def _started_admin(self) -> AIOKafkaAdminClient:
+        if self._admin is None:
+            admin = make_admin(self._settings, "offsets")
+            await admin.start()
+            self._admin = admin
+        return self._admin
 
     async def ends(self, topic: str) -> dict[int, int]:
         """The end offset (next offset to be written) of every partition of `topic`."""
-        consumer = self._consumer
+        consumer = await self._started_consumer()
         tps = [tp for tp in self._ends if tp.topic == topic]
         if not tps:
             await consumer.topics()  # loads the metadata partitions_for_topic reads
@@ -236,7 +249,8 @@ class OffsetWatch:
     async def committed(self, group_id: str, topic: str, partitions: list[int]) -> dict[int, int]:
         """The group's committed offset per partition (-1: none)."""
         # Explicit partitions: without them the call fails on the local broker.
-        offsets = await self._admin.list_consumer_group_offsets(
+        admin = await self._started_admin()
+        offsets = await admin.list_consumer_group_offsets(
             group_id, partitions=[TopicPartition(topic, p) for p in partitions]
         )
         result = dict.fromkeys(partitions, -1)
