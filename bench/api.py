@@ -57,6 +57,7 @@ from typing import Any, TypeVar
 import httpx
 import websockets
 
+from bench.procstat import cpu_seconds
 from mbo_core.broker import LocalBroker, free_port
 from mbo_core.settings import Settings
 
@@ -136,17 +137,10 @@ def node_tools() -> None:
                    stdout=sys.stderr)  # fmt: skip
 
 
-def _cpu_ticks(pid: int) -> int:
-    # utime + stime of a running process (its own threads), in clock ticks.
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def _measured(api_pid: int, run: Callable[[], T]) -> tuple[T, dict[str, float]]:
     """run(), with the CPU the API process and the load generator (a child that has exited
     by the time run() returns) used meanwhile, in percent of one core."""
-    tick = os.sysconf("SC_CLK_TCK")
-    api_before, children_before = _cpu_ticks(api_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+    api_before, children_before = cpu_seconds(api_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     result = run()
     elapsed = time.monotonic() - started
@@ -154,7 +148,7 @@ def _measured(api_pid: int, run: Callable[[], T]) -> tuple[T, dict[str, float]]:
     client_s = (children.ru_utime - children_before.ru_utime) + (
         children.ru_stime - children_before.ru_stime
     )
-    api_s = (_cpu_ticks(api_pid) - api_before) / tick
+    api_s = cpu_seconds(api_pid) - api_before
     return result, {
         "api_process_cpu_percent": round(100 * api_s / elapsed, 1),
         "load_generator_cpu_percent": round(100 * client_s / elapsed, 1),

@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.procstat import cpu_seconds
+
 MBO = [sys.executable, "-m", "mbo_cli.main"]
 
 
@@ -69,18 +71,17 @@ def _watch_cpu(process: subprocess.Popen[bytes]) -> dict[str, float]:
     broker and `mbo run` itself. Empty where there is no /proc.
     """
     seen: dict[int, tuple[str, float]] = {}
-    ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
     while process.poll() is None:
         for pid in [process.pid, *_descendants(process.pid)]:
             try:
-                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                seconds = cpu_seconds(pid)
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
             name = _stage_name(argv)
             if pid in seen and name == "?":  # exited: its command line is gone, its name is not
                 name = seen[pid][0]
-            seen[pid] = (name, (int(stat[11]) + int(stat[12])) / ticks)
+            seen[pid] = (name, seconds)
         time.sleep(0.2)
     totals: dict[str, float] = {}
     for name, seconds in seen.values():
