@@ -27,22 +27,23 @@ the same labels the metrics middleware would use.
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable
 from typing import Final
 
 from starlette.types import Scope, Send
 
+from api.auth import bearer, token_matches
 from api.state import Key, LiveState
 from mbo_core.metrics import API_REQUEST_SECONDS
 
 PREFIX: Final = "/v1/instruments/"
 BOOK_ROUTE: Final = "/v1/instruments/{instrument_id}/book"
 BBO_ROUTE: Final = "/v1/instruments/{instrument_id}/bbo"
+#: The routes' parameter bounds and default (api.app declares its routes with these).
 DEFAULT_DEPTH: Final = 10
-_MAX_INSTRUMENT: Final = 2**32 - 1
-_MAX_PUBLISHER: Final = 65535
+MAX_INSTRUMENT: Final = 2**32 - 1
+MAX_PUBLISHER: Final = 65535
 _JSON: Final = (b"content-type", b"application/json")
 
 
@@ -100,7 +101,7 @@ class FastPath:
         if not (segment.isascii() and segment.isdigit() and len(segment) <= 10):
             return None
         instrument_id = int(segment)
-        if instrument_id > _MAX_INSTRUMENT or not self.state.has_instrument(instrument_id):
+        if instrument_id > MAX_INSTRUMENT or not self.state.has_instrument(instrument_id):
             return None
         query = _query(scope["query_string"], is_book, self.max_depth)
         if query is None or not self._allowed(scope["headers"]):
@@ -130,11 +131,9 @@ class FastPath:
             return True
         if authorization is None:
             return False
-        # Exactly api.app's `authorized` on the bearer branch (latin-1 header, str strip).
-        scheme, _, given = authorization.decode("latin-1").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(
-            given.strip().encode(), self._token
-        )
+        # api.app's `authorized` on the bearer branch (Starlette decodes headers as latin-1).
+        given = bearer(authorization.decode("latin-1"))
+        return given is not None and token_matches(given, self._token)
 
 
 def _query(raw: bytes, is_book: bool, max_depth: int) -> tuple[int, int | None] | None:
@@ -155,7 +154,7 @@ def _query(raw: bytes, is_book: bool, max_depth: int) -> tuple[int, int | None] 
                 return None
         elif name == b"publisher_id" and publisher_id is None:
             publisher_id = int(value)
-            if publisher_id > _MAX_PUBLISHER:
+            if publisher_id > MAX_PUBLISHER:
                 return None
         else:
             return None

@@ -17,10 +17,11 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
 from clickhouse_connect.driver.client import Client
 
 from mbo_core.prices import format_price
-from mbo_core.schemas import BookJson
+from mbo_core.schemas import BookJson, levels_json
 from mbo_core.settings import Settings
 from sink.queries import Query, depth_at
 
@@ -128,10 +129,7 @@ def default_publisher(publishers: list[int]) -> int | None:
 
 
 def _levels(prices: list[int], sizes: list[int], counts: list[int], depth: int) -> list[Any]:
-    return [
-        {"price": format_price(int(p)), "size": int(s), "count": int(c)}
-        for p, s, c in list(zip(prices, sizes, counts, strict=True))[:depth]
-    ]
+    return levels_json(np.array([prices, sizes, counts], dtype=np.int64).T[:depth])
 
 
 def book_from_row(row: dict[str, Any], depth: int) -> BookJson:
