@@ -107,6 +107,7 @@ def test_env_file_location_from_variable(monkeypatch: pytest.MonkeyPatch, tmp_pa
     [
         ("staging", {"session": 10_000, "heartbeat": 3000, "replication": 3, "log": "json"}),
         ("prod", {"session": 45_000, "heartbeat": 3000, "replication": 3, "log": "json"}),
+        ("dev", {"session": 2000, "heartbeat": 500, "replication": 1, "log": "text"}),
     ],
 )
 def test_profiles_change_defaults(
@@ -120,6 +121,8 @@ def test_profiles_change_defaults(
     assert settings.kafka.session_timeout_ms == expected["session"]
     assert settings.kafka.heartbeat_interval_ms == expected["heartbeat"]
     assert settings.kafka.request_timeout_ms > settings.kafka.session_timeout_ms
+    # The local broker answers held fetches only at the deadline: dev waits briefly.
+    assert settings.kafka.fetch_max_wait_ms == (10 if profile == "dev" else 100)
     assert settings.topics.replication_factor == expected["replication"]
     assert settings.log.format == expected["log"]
 
