@@ -131,7 +131,7 @@ def _use_fetch_wait(fetch_max_wait_ms: int) -> None:
 
 def create_app(settings: Settings) -> faust.App:
     """The Faust app of one processor worker."""
-    _use_fetch_wait(settings.kafka.fetch_max_wait_ms)
+    _use_fetch_wait(settings.kafka.processor_fetch_max_wait_ms)
     app = faust.App(
         settings.kafka.processor_group_id,
         web_enabled=False,

@@ -137,11 +137,18 @@ class KafkaSettings(_Group):
         description="Longest pause (ms) between polls before a consumer leaves its group.",
     )
     fetch_max_wait_ms: int = Field(
+        default=100,
+        ge=0,
+        description="Longest time (ms) the broker holds a fetch waiting for data, for every "
+        "consumer but the book processor's (sink, API live feed, reports).",
+    )
+    processor_fetch_max_wait_ms: int = Field(
         default=10,
         ge=0,
-        description="Longest time (ms) the broker holds a fetch waiting for data. dev 10: the "
-        "local broker answers a held fetch only when this runs out, not when data arrives, so "
-        "it is a floor under latency there (docs/infrastructure.md); staging/prod 100.",
+        description="The same for the book processor's records consumer, the latency-critical "
+        "hop. dev 10: the local broker answers a held fetch only when this runs out, not when "
+        "data arrives, so it is a floor under latency there, and each held fetch costs it CPU "
+        "(docs/infrastructure.md); staging/prod 100.",
     )
     processor_group_id: str = Field(
         default="mbo-book-processor", description="Consumer group of the book processor."
@@ -471,7 +478,7 @@ _PROFILE_DEFAULTS: Final[dict[Profile, dict[str, dict[str, Any]]]] = {
         "kafka": {
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 3000,
-            "fetch_max_wait_ms": 100,
+            "processor_fetch_max_wait_ms": 100,
         },
         "topics": {"replication_factor": 3},
         "log": {"format": "json"},
@@ -481,7 +488,7 @@ _PROFILE_DEFAULTS: Final[dict[Profile, dict[str, dict[str, Any]]]] = {
             "session_timeout_ms": 45_000,
             "heartbeat_interval_ms": 3000,
             "request_timeout_ms": 60_000,
-            "fetch_max_wait_ms": 100,
+            "processor_fetch_max_wait_ms": 100,
         },
         "topics": {"replication_factor": 3},
         "log": {"format": "json"},

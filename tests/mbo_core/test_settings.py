@@ -121,8 +121,10 @@ def test_profiles_change_defaults(
     assert settings.kafka.session_timeout_ms == expected["session"]
     assert settings.kafka.heartbeat_interval_ms == expected["heartbeat"]
     assert settings.kafka.request_timeout_ms > settings.kafka.session_timeout_ms
-    # The local broker answers held fetches only at the deadline: dev waits briefly.
-    assert settings.kafka.fetch_max_wait_ms == (10 if profile == "dev" else 100)
+    # The local broker answers held fetches only at the deadline: dev's processor waits
+    # briefly; every other consumer waits 100 ms, as held fetches cost that broker CPU.
+    assert settings.kafka.processor_fetch_max_wait_ms == (10 if profile == "dev" else 100)
+    assert settings.kafka.fetch_max_wait_ms == 100
     assert settings.topics.replication_factor == expected["replication"]
     assert settings.log.format == expected["log"]
 
