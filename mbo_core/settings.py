@@ -433,9 +433,12 @@ class PipelineSettings(_Group):
         "larger event travels whole).",
     )
     chunk_linger_ms: float = Field(
-        default=2.0,
+        default=50.0,
         ge=0,
-        description="Producer: longest a record waits for its chunk to fill before it is sent.",
+        description="Producer: longest a record waits for its chunk to fill before it is sent. "
+        "Each records message costs every stage and the broker CPU whatever its size, so a "
+        "paced replay of many instruments sends (instruments / linger) messages per second: "
+        "at 2 ms the local pipeline fell behind already at 10k records/s (docs/producer.md).",
     )
     snapshot_interval_ms: int = Field(
         default=1000,

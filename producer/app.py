@@ -304,6 +304,9 @@ class _Replay:
         self.pause = pause
         self.chunker = Chunker(chunk_bound(settings))
         self.linger_s = settings.pipeline.chunk_linger_ms / 1000
+        # Records wait for the linger anyway: a slice of a tenth of it delays none by more than
+        # that, and a slice costs the same numpy work (a sort of the open chunks) however short.
+        self.slice_s = max(SLICE_S, self.linger_s / 10)
         self.batch_records = DEFAULT_BATCH_RECORDS if pacing.mode == "max" else PACED_BATCH_RECORDS
         self.books: dict[tuple[int, int], tuple[int, int]] = {}
         self.records_read = 0
@@ -433,7 +436,7 @@ class _Replay:
         opened = self.chunker.next_open_time()
         if opened is not None:
             wake = min(wake, opened + self.linger_s)
-        delay = max(wake - now, SLICE_S)
+        delay = max(wake - now, self.slice_s)
         if delay <= WATCHED_WAIT_S:
             await asyncio.sleep(delay)
             return
