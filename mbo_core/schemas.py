@@ -56,13 +56,12 @@ message (per publisher_id).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mbo_core import json_columns
 from mbo_core.prices import format_price
 from mbo_core.records import MBO_DTYPE
 
@@ -100,7 +99,13 @@ def levels_json(levels: np.ndarray) -> list[dict[str, Any]]:
 def book_json(view: BookView, symbol: str | None, *, encoded_levels: bool = False) -> BookJson:
     """The JSON object of a book. encoded_levels: bids and asks as ready JSON text
     (`orjson.Fragment`, for messages that are only serialized; same bytes once dumped)."""
-    levels = json_columns.levels_json if encoded_levels else levels_json
+    levels: Callable[[np.ndarray], Any]
+    if encoded_levels:
+        # Imported here: it compiles with numba, which the producer (a user of this module's
+        # wire formats) does not need and would pay ~1 s of start-up for.
+        from mbo_core.json_columns import levels_json as levels  # noqa: PLC0415
+    else:
+        levels = levels_json
     return {
         "instrument_id": view.instrument_id,
         "publisher_id": view.publisher_id,
