@@ -127,7 +127,7 @@ def main() -> None:
         "--chunk-linger-ms",
         type=float,
         default=None,
-        help="producer linger (MBO_PIPELINE__CHUNK_LINGER_MS; default: the setting's, 2 ms)",
+        help="producer linger (MBO_PIPELINE__CHUNK_LINGER_MS; default: the setting's, 50 ms)",
     )
     args = parser.parse_args()
 
