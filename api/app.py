@@ -12,13 +12,13 @@ User input never produces a 500.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import gc
 import logging
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, cast
@@ -38,6 +38,7 @@ from starlette.websockets import WebSocketDisconnect
 from api import history
 from api.auth import bearer, token_matches
 from api.fastpath import DEFAULT_DEPTH, MAX_INSTRUMENT, MAX_PUBLISHER, FastPath
+from api.heap import freeze_heap, keep_frozen
 from api.history import BackendUnavailableError, Store
 from api.live import feed, sse_stream
 from api.params import ParamError, parse_bucket, parse_ts
@@ -181,7 +182,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.info("event loop: %s", type(asyncio.get_running_loop()).__module__)
-        _freeze_heap()
+        freeze_heap()
         switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         stop = asyncio.Event()
@@ -190,6 +191,7 @@ def create_app(
             tasks.append(asyncio.create_task(consume_live(settings, state, stop), name="live"))
         if with_sink:
             tasks.append(asyncio.create_task(_run_sink(app, settings, store, stop), name="sink"))
+        tasks.append(asyncio.create_task(keep_frozen(stop), name="heap"))
         try:
             yield
         finally:
@@ -481,18 +483,6 @@ def create_app(
     return app
 
 
-def _freeze_heap() -> None:
-    """Take every object alive now out of the cyclic garbage collector's scans (gc.freeze).
-
-    The startup heap (FastAPI and pydantic models, aiokafka, numpy, chDB, ...) lives as long as
-    the process, yet every full collection walked all of it: ~140 ms with the whole event loop
-    stopped, every request in flight waiting, on the 2-core machine. Frozen, it is never walked
-    again; later collections see only what was allocated since. Collected first, so that no
-    garbage is frozen with it."""
-    gc.collect()
-    gc.freeze()
-
-
 def _ui_dir(settings: Settings) -> Path | None:
     candidates = (
         [settings.api.ui_dir] if settings.api.ui_dir else [REPO / "ui" / "dist", REPO / "ui"]
@@ -536,12 +526,20 @@ async def _kafka_probe(settings: Settings) -> None:
 
 
 async def _run_sink(app: FastAPI, settings: Settings, store: Store, stop: asyncio.Event) -> None:
-    """The ClickHouse sink in this process, on the API's client (behind the API's lock)."""
+    """The ClickHouse sink in this process, on the API's client (behind the API's lock), on an
+    event loop of its own in a thread.
+
+    On the API's loop, the sink decoded each fetch (hundreds of messages) in one go and every
+    request waited behind it; in its own thread it gives the GIL back to the API's loop every
+    switch interval (SWITCH_INTERVAL_S) instead.
+    """
     from sink.app import run_sink  # noqa: PLC0415
 
     try:
         client = await asyncio.to_thread(store.shared_client)
-        await run_sink(settings, stop=stop, client=cast(Client, LockedClient(client, store.lock)))
+        locked = cast(Client, LockedClient(client, store.lock))
+        await _on_own_loop(lambda own_stop: run_sink(settings, stop=own_stop, client=locked),
+                           stop, name="sink")  # fmt: skip
     except Exception as exc:
         app.state.sink_error = str(exc) or type(exc).__name__
         log.exception("the sink stopped")
@@ -550,3 +548,51 @@ async def _run_sink(app: FastAPI, settings: Settings, store: Store, stop: asynci
         if on_failure is not None:
             on_failure()
         raise
+
+
+async def _on_own_loop(
+    main: Callable[[asyncio.Event], Awaitable[Any]], stop: asyncio.Event, *, name: str
+) -> None:
+    """Run main(own_stop) on a new event loop in a thread of its own until it returns; `stop`
+    (an event of the calling loop) sets own_stop. main's exception is raised here."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    started: concurrent.futures.Future[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = (
+        concurrent.futures.Future()
+    )
+
+    def report(error: BaseException | None) -> None:
+        if not done.done():
+            done.set_result(None) if error is None else done.set_exception(error)
+
+    async def own_main() -> None:
+        own_stop = asyncio.Event()
+        started.set_result((asyncio.get_running_loop(), own_stop))
+        await main(own_stop)
+
+    def run() -> None:
+        try:
+            asyncio.run(own_main())
+        except BaseException as exc:  # handed to the awaiting loop, which raises it
+            error: BaseException | None = exc
+        else:
+            error = None
+        with contextlib.suppress(RuntimeError):  # the calling loop is closed: nobody waits
+            loop.call_soon_threadsafe(report, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        waiting: set[asyncio.Future[Any]] = {done, stopping}
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():
+            begun = asyncio.wrap_future(started)
+            waiting = {done, begun}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if begun.done():
+                own_loop, own_stop = begun.result()
+                with contextlib.suppress(RuntimeError):  # its loop has just ended
+                    own_loop.call_soon_threadsafe(own_stop.set)
+        await done
+    finally:
+        stopping.cancel()
