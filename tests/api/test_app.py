@@ -4,6 +4,7 @@ process rule, as `mbo run` does it). Expected values come from `mbo book` and fr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import subprocess
@@ -23,7 +24,7 @@ import orjson
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from api.app import create_app
+from api.app import _on_own_loop, create_app
 from mbo_core.schemas import SNAPSHOT_SCHEMA
 from tests.api.pipeline import Served, processor, run_async, serve, wait_until
 from tests.conftest import ClickHouseBackend, make_settings
@@ -468,3 +469,34 @@ def _openapi_paths(base: str) -> list[str]:
         schema = httpx.get(f"{base}/openapi.json").json()
         _SCHEMA_PATHS.extend(p for p, ops in schema["paths"].items() if "get" in ops)
     return _SCHEMA_PATHS
+
+
+def test_own_loop_runs_main_on_its_own_thread_until_stop() -> None:
+    seen: dict[str, Any] = {}
+
+    async def main(own_stop: asyncio.Event) -> None:
+        seen["thread"] = threading.get_ident()
+        await own_stop.wait()
+        seen["stopped"] = True
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(_on_own_loop(main, stop, name="own"))
+        await asyncio.sleep(0.1)
+        assert not task.done()
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(scenario())
+    assert seen["thread"] != threading.get_ident() and seen["stopped"]
+
+
+def test_own_loop_raises_the_error_of_main() -> None:
+    async def main(own_stop: asyncio.Event) -> None:
+        raise RuntimeError("the sink broke")
+
+    async def scenario() -> None:
+        await asyncio.wait_for(_on_own_loop(main, asyncio.Event(), name="own"), 5)
+
+    with pytest.raises(RuntimeError, match="the sink broke"):
+        asyncio.run(scenario())
