@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from mbo_core.errors import InputError, MboError
 from mbo_core.settings import Settings
+from producer.lock import ReplayBusyError, check_replay_lock
 
 log = logging.getLogger("api.replay")
 
@@ -126,6 +127,10 @@ class ReplayController:
         if rate is not None and speed is not None:
             raise ReplayRefusedError(422, "speed", "give rate or speed, not both")
         path = self.resolve(name)
+        try:
+            check_replay_lock(self.settings)
+        except ReplayBusyError as exc:
+            raise ReplayRefusedError(409, None, str(exc)) from None
         from mbo_core.dbn import open_mbo  # noqa: PLC0415 (databento loads slowly)
 
         try:

@@ -52,6 +52,7 @@ from mbo_core.settings import Settings
 from mbo_core.shutdown import run_until_signalled
 from mbo_core.topics import ensure_topics
 from producer.chunking import Chunk, Chunker, clear_records, last_of_each_book
+from producer.lock import replay_lock
 from producer.pacing import Pacer, Pacing
 
 log = logging.getLogger("producer")
@@ -143,10 +144,24 @@ async def produce_file(
     At most one of rate (records/s) and speed (x recorded pace); neither: flat out.
     `progress(n)` is called with the number of records taken into the replay since the last
     call. Setting `stop` ends the replay early (interrupted=True, no end-of-stream markers).
-    Raises InputError for bad options or input, MboError if Kafka fails.
+    Raises InputError for bad options or input, MboError if Kafka fails, ReplayBusyError (an
+    MboError) if another replay into the records topic runs on this machine (producer.lock).
     """
     pacing = Pacing.validate(rate=rate, speed=speed, loops=loops)
     source = open_mbo(path)
+    with replay_lock(settings, f"{path.name} at {pacing.describe()}"):
+        return await _produce(settings, source, pacing, loops, progress, stop, pause)
+
+
+async def _produce(
+    settings: Settings,
+    source: MboFile,
+    pacing: Pacing,
+    loops: int,
+    progress: ProgressCallback | None,
+    stop: asyncio.Event | None,
+    pause: asyncio.Event | None,
+) -> ProduceSummary:
     await ensure_topics(settings)
     producer = make_producer(settings, STAGE)
     try:

@@ -3,6 +3,7 @@ idempotent start, pause (nothing more is read), resume, stop, status."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,7 +13,8 @@ import httpx
 import pytest
 
 from api.app import create_app
-from tests.api.pipeline import Served, serve, wait_until
+from producer.lock import ReplayBusyError, check_replay_lock
+from tests.api.pipeline import Served, serve, settings_env, wait_until
 from tests.api.test_app import module_settings
 from tests.conftest import ClickHouseBackend
 from tests.paths import CLX5, MBO
@@ -89,3 +91,36 @@ def test_replay_off_without_directory(tmp_path: Path) -> None:
 
     response = run_async(call())
     assert response.status_code == 403 and "MBO_API__REPLAY_DIR" in response.json()["detail"]
+
+
+def test_a_replay_by_another_process_is_refused_until_it_ends(replay_server: Served) -> None:
+    settings = replay_server.settings
+    assert settings.api.replay_dir is not None
+    small = Path(settings.api.replay_dir) / "small.dbn"
+    producer = subprocess.Popen(
+        [MBO, "produce", str(small), "--rate", "200", "--metrics-port", "0"],
+        env=settings_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+    def locked() -> bool:
+        try:
+            check_replay_lock(settings)
+        except ReplayBusyError:
+            return True
+        return False
+
+    try:
+        with httpx.Client(base_url=replay_server.base, timeout=30) as http:
+            wait_until(locked, 60, "`mbo produce` did not take the replay lock")
+            refused = http.post("/v1/replay", json={"file": "small.dbn"})
+            assert refused.status_code == 409, refused.text
+            assert "small.dbn at 200 records/s" in refused.json()["detail"]
+            assert http.get("/v1/replay").json()["state"] not in ("running", "paused")
+            producer.send_signal(signal.SIGINT)
+            assert producer.wait(30) == 0
+            started = http.post("/v1/replay", json={"file": "small.dbn", "rate": 400})
+            assert started.status_code == 202, started.text
+            assert http.post("/v1/replay/stop").json()["state"] == "stopped"
+    finally:
+        producer.kill()
+        producer.wait()
