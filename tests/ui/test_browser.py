@@ -90,12 +90,13 @@ def _wait_for_address(run: subprocess.Popen[str], stderr: IO[str], log: Path) ->
 
 @contextlib.contextmanager
 def _pipeline(source: Path, tmp_path: Path) -> Iterator[str]:
-    """`mbo run` replaying `source` (slowly, looped: it must still run while the browser looks);
-    yields the UI address; stops every stage with SIGINT afterwards."""
+    """`mbo run` replaying `source` (slowly: it must still run while the browser looks, and end
+    before the browser's own replay through the API, which is refused until then); yields the
+    UI address; stops every stage with SIGINT afterwards."""
     log = tmp_path / "mbo-run.log"
     env = {**os.environ, "MBO_API__PORT": str(free_port())}
     run = subprocess.Popen(
-        [MBO, "run", "--replay", str(source), "--rate", "2000", "--loop", "5",
+        [MBO, "run", "--replay", str(source), "--rate", "5000",
          "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip

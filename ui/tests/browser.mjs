@@ -119,8 +119,8 @@ try {
   await page.screenshot({ path: summary.screenshot, fullPage: true });
 
   // 5. Replay controls: start a replay of a file through the API at a rate, see records sent,
-  //    pause, resume, stop. (After the main screenshot: replaying the same instruments again
-  //    while another replay runs mixes two copies of their orders into the books.)
+  //    pause, resume, stop. (After the main screenshot, and refused until mbo run's own replay
+  //    has ended: two replays of the same instruments at once would mix their books.)
   if (opts['replay-file']) {
     const replayState = (want) => page.waitForFunction((w) => document.querySelector('#replay-state').textContent === w, want);
     const sent = () => page.evaluate(() => Number(document.querySelector('#replay-text').dataset.recordsSent || 0));
@@ -128,8 +128,25 @@ try {
     await page.fill('#replay-file', opts['replay-file']);
     await page.keyboard.press('Escape'); // close the file suggestions
     await page.fill('#replay-rate', opts['replay-rate']);
-    await page.click('#replay-start');
-    await replayState('running');
+    // While another replay into the records topic runs (mbo run's own), the API refuses a
+    // second one (409: two replays would mix the books) and the page shows why; start again
+    // until that replay has ended.
+    const startDeadline = Date.now() + timeoutMs;
+    for (;;) {
+      await page.click('#replay-start');
+      const outcome = await page.waitForFunction(() => {
+        if (document.querySelector('#replay-state').textContent === 'running') return 'running';
+        const error = document.querySelector('#error').textContent;
+        return error.includes('another replay') ? error : null;
+      });
+      const seen = await outcome.jsonValue();
+      if (seen === 'running') break;
+      if (!summary.replay_refused) log('replay refused:', seen);
+      summary.replay_refused = seen;
+      if (Date.now() > startDeadline) throw new Error(`replay still refused: ${seen}`);
+      await page.evaluate(() => { document.querySelector('#error').textContent = ''; });
+      await page.waitForTimeout(2000);
+    }
     summary.replay_states.push('running');
     await page.waitForFunction(() => Number(document.querySelector('#replay-text').dataset.recordsSent || 0) > 0);
     await page.click('#replay-pause');
