@@ -38,12 +38,12 @@ from starlette.websockets import WebSocketDisconnect
 from api import history
 from api.auth import bearer, token_matches
 from api.fastpath import DEFAULT_DEPTH, MAX_INSTRUMENT, MAX_PUBLISHER, FastPath
-from api.heap import freeze_heap, keep_frozen
 from api.history import BackendUnavailableError, Store
 from api.live import feed, sse_stream
 from api.params import ParamError, parse_bucket, parse_ts
 from api.replay import ReplayController, ReplayRefusedError
 from api.state import Key, LiveState, consume_live
+from mbo_core.heap import freeze_heap, keep_frozen
 from mbo_core.metrics import API_REQUEST_SECONDS, API_WEBSOCKET_CLIENTS
 from mbo_core.settings import Settings
 from sink.queries import mid_bars

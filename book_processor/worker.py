@@ -8,6 +8,7 @@ import logging
 import faust
 
 from book_processor.app import create_app, warm_up
+from mbo_core.heap import freeze_heap
 from mbo_core.logs import configure_logging, logging_config
 from mbo_core.metrics import serve_metrics
 from mbo_core.settings import Settings
@@ -26,6 +27,7 @@ def run_worker(
     serve_metrics(settings.metrics.host, port)
     warm_up()
     app = create_app(settings)
+    freeze_heap()  # the start-up heap (Faust, aiokafka, numba) is never walked again
     # A fresh loop for Faust: asyncio.run above closed the one it made.
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = faust.Worker(

@@ -1,4 +1,4 @@
-"""api.heap: the heap is frozen out of collections, and thawed and collected now and then."""
+"""mbo_core.heap: the heap is frozen out of collections, and thawed and collected now and then."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import asyncio
 import gc
 import weakref
 
-from api.heap import freeze_heap, keep_frozen
+from mbo_core.heap import freeze_heap, keep_frozen
 
 
 class _Node:
