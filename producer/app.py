@@ -128,6 +128,13 @@ def chunk_bound(settings: Settings) -> int:
     return max(1, min(settings.pipeline.chunk_records, fits))
 
 
+def time_slice_s(settings: Settings) -> float:
+    """Shortest pause between two time slices of a paced replay: a tenth of the chunk linger,
+    at least SLICE_S. Records wait for the linger anyway, so such a slice delays none by more
+    than that, and a slice costs the same numpy work (a sort of the open chunks) however short."""
+    return max(SLICE_S, settings.pipeline.chunk_linger_ms / 1000 / 10)
+
+
 async def produce_file(
     settings: Settings,
     path: Path,
@@ -319,9 +326,7 @@ class _Replay:
         self.pause = pause
         self.chunker = Chunker(chunk_bound(settings))
         self.linger_s = settings.pipeline.chunk_linger_ms / 1000
-        # Records wait for the linger anyway: a slice of a tenth of it delays none by more than
-        # that, and a slice costs the same numpy work (a sort of the open chunks) however short.
-        self.slice_s = max(SLICE_S, self.linger_s / 10)
+        self.slice_s = time_slice_s(settings)
         self.batch_records = DEFAULT_BATCH_RECORDS if pacing.mode == "max" else PACED_BATCH_RECORDS
         self.books: dict[tuple[int, int], tuple[int, int]] = {}
         self.records_read = 0

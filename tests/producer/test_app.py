@@ -11,7 +11,7 @@ import pytest
 from mbo_core.errors import InputError, MboError
 from mbo_core.schemas import decode_records
 from mbo_core.settings import Settings
-from producer.app import ProduceSummary, chunk_bound, produce_file
+from producer.app import SLICE_S, ProduceSummary, chunk_bound, produce_file, time_slice_s
 from producer.chunking import F_LAST, UNDEF_PRICE
 from tests.conftest import make_settings
 from tests.paths import CLX5
@@ -179,3 +179,9 @@ def test_chunk_bound_fits_one_request() -> None:
     small = make_settings(kafka={"max_request_size": 10 * 1024})
     assert chunk_bound(small) == (10 * 1024 - 1024) // 56
     assert chunk_bound(make_settings(pipeline={"chunk_records": 10})) == 10
+
+
+def test_paced_time_slices_are_a_tenth_of_the_linger() -> None:
+    assert make_settings().pipeline.chunk_linger_ms == 50
+    assert time_slice_s(make_settings()) == pytest.approx(0.005)
+    assert time_slice_s(make_settings(pipeline={"chunk_linger_ms": 2})) == SLICE_S
