@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -179,6 +181,15 @@ def test_chunk_bound_fits_one_request() -> None:
     small = make_settings(kafka={"max_request_size": 10 * 1024})
     assert chunk_bound(small) == (10 * 1024 - 1024) // 56
     assert chunk_bound(make_settings(pipeline={"chunk_records": 10})) == 10
+
+
+def test_the_producer_does_not_load_numba() -> None:
+    # numba (the processor's compiled JSON writers) costs ~1 s of start-up the producer never uses.
+    code = "import sys, producer.app; print('numba' in sys.modules)"
+    command = [sys.executable, "-c", code]
+    loaded = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip() == "False"
 
 
 def test_paced_time_slices_are_a_tenth_of_the_linger() -> None:
