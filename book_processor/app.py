@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -130,12 +131,22 @@ def _use_fetch_wait(fetch_max_wait_ms: int) -> None:
     thread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
+def faust_dir(settings: Settings) -> Path:
+    """Where Faust keeps a worker's local state: `<data dir>/processor/<group id>`."""
+    return settings.data_dir / "processor" / settings.kafka.processor_group_id
+
+
 def create_app(settings: Settings) -> faust.App:
     """The Faust app of one processor worker."""
     _use_fetch_wait(settings.kafka.processor_fetch_max_wait_ms)
+    faust_dir(settings).parent.mkdir(parents=True, exist_ok=True)  # Faust makes only the last
     app = faust.App(
         settings.kafka.processor_group_id,
         web_enabled=False,
+        # Faust's default is "<app id>-data" in the working directory, which littered every
+        # directory a worker was started from (and a read-only one stopped it). Faust formats
+        # the path with str.format, so braces in it are escaped.
+        datadir=str(faust_dir(settings)).replace("{", "{{").replace("}", "}}"),
         # Offsets are committed after the sends of the messages acked; commit often so a restart
         # re-reads little.
         broker_commit_every=1000,

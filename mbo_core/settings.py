@@ -521,7 +521,8 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(
         default=Path("data"),
-        description="Local state: the chDB directory (dev) and the local broker's pid/port/log.",
+        description="Local state: the chDB directory (dev), the local broker's pid/port/log, the "
+        "replay lock and the processor's Faust state.",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings, description="Kafka clients.")
     topics: TopicsSettings = Field(default_factory=TopicsSettings, description="Kafka topics.")

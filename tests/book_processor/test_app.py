@@ -1,10 +1,13 @@
-"""book_processor.app: the Faust app holds its fetches as long as the processor setting says."""
+"""book_processor.app: the Faust app holds its fetches as long as the processor setting says and
+keeps its local state under the data dir."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from book_processor.app import create_app
+from book_processor.app import create_app, faust_dir
 from tests.conftest import make_settings
 
 
@@ -15,3 +18,13 @@ def test_the_processor_uses_its_own_fetch_wait() -> None:
     create_app(settings)  # builds the app only: nothing connects
     # The consumer Faust builds gets this wait (book_processor.app._use_fetch_wait).
     assert faust_aiokafka.AIOKafkaConsumerThread._mbo_fetch_wait == 7  # type: ignore[attr-defined]
+
+
+def test_faust_keeps_its_state_under_the_data_dir(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data {odd} name"
+    kafka = {"bootstrap_servers": "127.0.0.1:9", "processor_group_id": "g1"}
+    settings = make_settings(data_dir=data_dir, kafka=kafka)
+    app = create_app(settings)
+    # Not "<app id>-data" in the working directory (Faust's default).
+    assert app.conf.datadir == faust_dir(settings) == data_dir / "processor" / "g1"
+    assert app.conf.tabledir.is_relative_to(data_dir)
