@@ -8,15 +8,17 @@ one BBO message and any snapshots (mbo_core/schemas.py has the formats).
 Correctness does not rest on Faust's exactly-once or table recovery (neither works on every
 broker): the state of a partition is rebuilt from the records topic itself. When the agent meets
 a partition's message at an offset its publisher did not expect (a new assignment, a restart, a
-rebalance), it first re-reads that partition from offset 0 up to that message with a plain
-consumer, publishing nothing, then goes on. Since a publisher's output depends only on its input,
-the messages published after the rebuild are exactly those an uninterrupted worker would have
-published; messages redelivered after a crash are published again, byte-identical, and the
-sink's keys make them collapse.
+rebalance), it first re-reads that partition up to that message with a plain consumer,
+publishing nothing, then goes on: from offset 0, or from the newest usable checkpoint of the
+partition's books that this machine wrote (book_processor.checkpoint). Since a publisher's
+output depends only on its input, the messages published after the rebuild are exactly those an
+uninterrupted worker would have published; messages redelivered after a crash are published
+again, byte-identical, and the sink's keys make them collapse.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -24,8 +26,9 @@ from typing import Any
 
 import faust
 import numpy as np
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from book_processor.checkpoint import CheckpointStore, fingerprint
 from book_processor.publishing import BookPublisher, Published
 from mbo_core import metrics
 from mbo_core.heap import FREEZE_EVERY_S, HeapSchedule
@@ -36,16 +39,23 @@ from mbo_core.settings import Settings
 log = logging.getLogger("book_processor")
 
 STAGE = "processor"
+#: How long a rebuild waits for the message a checkpoint fingerprinted before giving up on it.
+FINGERPRINT_WAIT_S = 10.0
 _QUALITY_EVERY_MESSAGES = 64
 
 
 class PartitionBooks:
-    """The publishers of the partitions this worker holds, rebuilt on demand."""
+    """The publishers of the partitions this worker holds, rebuilt on demand, and their
+    checkpoints (book_processor.checkpoint)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, checkpoints: CheckpointStore | None = None) -> None:
         self.settings = settings
         self.publishers: dict[int, BookPublisher] = {}
         self.messages = 0
+        self.checkpoints = checkpoints
+        self._checkpoint_every_s = settings.pipeline.checkpoint_interval_s
+        self._checkpointed_at: dict[int, float] = {}
+        self._writing: dict[int, asyncio.Task[Path | None]] = {}
 
     def _new_publisher(self, partition: int) -> BookPublisher:
         pipeline = self.settings.pipeline
@@ -62,13 +72,14 @@ class PartitionBooks:
             log.info("taking partition %d at offset %d", partition, offset)
             publisher = await self.rebuild(partition, offset)
             self.publishers[partition] = publisher
+            self._checkpointed_at[partition] = time.monotonic()
         return publisher
 
     async def rebuild(self, partition: int, until: int) -> BookPublisher:
-        """A publisher that has processed offsets [0, until) of the partition (output dropped)."""
-        publisher = self._new_publisher(partition)
+        """A publisher that has processed offsets [0, until) of the partition (output dropped):
+        from the newest usable checkpoint at or before `until`, else from offset 0."""
         if until == 0:
-            return publisher
+            return self._new_publisher(partition)
         started = time.perf_counter()
         topic = self.settings.topics.records.name
         tp = TopicPartition(topic, partition)
@@ -77,7 +88,12 @@ class PartitionBooks:
         records = 0
         try:
             consumer.assign([tp])
-            await consumer.seek_to_beginning(tp)
+            publisher = await self._restore(consumer, tp, until) or self._new_publisher(partition)
+            resumed_at = publisher.next_offset
+            if resumed_at:
+                consumer.seek(tp, resumed_at)
+            else:
+                await consumer.seek_to_beginning(tp)
             while publisher.next_offset < until:
                 batches = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
                 for message in batches.get(tp, []):
@@ -93,17 +109,99 @@ class PartitionBooks:
             await consumer.stop()
         metrics.REBUILD_RECORDS.inc(records)
         log.info(
-            "rebuilt partition %d from %d records (%d messages) in %.2f s",
+            "rebuilt partition %d from offset %d: %d records (%d messages) in %.2f s",
             partition,
+            resumed_at,
             records,
-            until,
+            until - resumed_at,
             time.perf_counter() - started,
         )
         return publisher
 
+    async def _restore(
+        self, consumer: AIOKafkaConsumer, tp: TopicPartition, until: int
+    ) -> BookPublisher | None:
+        """The newest checkpoint at or before `until` whose last message is the one in the topic
+        at its offset; None if there is none."""
+        if self.checkpoints is None:
+            return None
+        pipeline = self.settings.pipeline
+        for next_offset in self.checkpoints.offsets(tp.partition):
+            if next_offset > until or next_offset == 0:
+                continue
+            checkpoint = self.checkpoints.load(
+                tp.partition,
+                next_offset,
+                snapshot_interval_ns=pipeline.snapshot_interval_ms * 1_000_000,
+                snapshot_depth=pipeline.snapshot_depth,
+            )
+            if checkpoint is None:
+                metrics.CHECKPOINTS.labels("rejected").inc()
+                continue
+            found = await _fingerprint_at(consumer, tp, next_offset - 1)
+            if found != checkpoint.fingerprint:
+                log.warning(
+                    "skipping checkpoint %s: the records topic holds another message at offset "
+                    "%d (broker reset or topic recreated?)",
+                    checkpoint.path,
+                    next_offset - 1,
+                )
+                self.checkpoints.remove(tp.partition, next_offset)
+                metrics.CHECKPOINTS.labels("rejected").inc()
+                continue
+            log.info("partition %d restored from checkpoint %s", tp.partition, checkpoint.path)
+            metrics.CHECKPOINTS.labels("restored").inc()
+            return checkpoint.publisher
+        return None
+
+    def after_message(self, publisher: BookPublisher, key: Any, value: Any, headers: Any) -> None:
+        """Checkpoint the partition's books if it is time (the file is written on a thread)."""
+        if self.checkpoints is None or self._checkpoint_every_s <= 0:
+            return
+        partition = publisher.partition
+        now = time.monotonic()
+        if now - self._checkpointed_at.get(partition, now) < self._checkpoint_every_s:
+            return
+        writing = self._writing.get(partition)
+        if writing is not None and not writing.done():
+            return
+        self._checkpointed_at[partition] = now
+        # Encoded here, between two messages, so the state cannot change while it is pickled.
+        content = self.checkpoints.encode(publisher, fingerprint(key, value, headers))
+        self._writing[partition] = asyncio.create_task(
+            asyncio.to_thread(
+                self._write, self.checkpoints, partition, publisher.next_offset, content
+            )
+        )
+
+    @staticmethod
+    def _write(
+        store: CheckpointStore, partition: int, next_offset: int, content: bytes
+    ) -> Path | None:
+        path = store.write(partition, next_offset, content)
+        if path is not None:
+            metrics.CHECKPOINTS.labels("written").inc()
+        return path
+
     def forget(self, partitions: set[int]) -> None:
         for partition in partitions:
             self.publishers.pop(partition, None)
+            self._checkpointed_at.pop(partition, None)
+
+
+async def _fingerprint_at(
+    consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
+) -> str | None:
+    """The fingerprint of the partition's message at `offset`; None if the topic has none there."""
+    consumer.seek(tp, offset)
+    deadline = time.monotonic() + FINGERPRINT_WAIT_S
+    while time.monotonic() < deadline:
+        batches = await consumer.getmany(tp, timeout_ms=500, max_records=1)
+        for message in batches.get(tp, []):
+            if message.offset != offset:
+                return None  # the offset is gone: the consumer was reset elsewhere
+            return fingerprint(message.key, message.value, message.headers)
+    return None
 
 
 def _use_fetch_wait(fetch_max_wait_ms: int) -> None:
@@ -159,7 +257,8 @@ def create_app(settings: Settings) -> faust.App:
         topics.records.name, key_type=bytes, value_type=bytes,
         key_serializer="raw", value_serializer="raw",
     )  # fmt: skip
-    books = PartitionBooks(settings)
+    books = PartitionBooks(settings, CheckpointStore(faust_dir(settings) / "checkpoints",
+                                                     topics.records.name))  # fmt: skip
     stage_metrics = _StageMetrics(topics.records.name, topics.bbo.name, topics.snapshots.name)
     partitions = _Partitions(app.producer)
 
@@ -169,8 +268,10 @@ def create_app(settings: Settings) -> faust.App:
             message = event.message
             publisher = await books.publisher_at(message.partition, message.offset)
             started = time.perf_counter()
-            out = publisher.process(message.offset, message.key, message.value, _headers(message))
+            headers = _headers(message)
+            out = publisher.process(message.offset, message.key, message.value, headers)
             metrics.BOOK_APPLY_SECONDS.observe(time.perf_counter() - started)
+            books.after_message(publisher, message.key, message.value, headers)
             await _send(
                 app.producer,
                 partitions,

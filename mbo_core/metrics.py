@@ -60,6 +60,12 @@ REBUILD_RECORDS = Counter(
     "mbo_processor_rebuild_records_total",
     "Records re-read from the records topic to rebuild books after a partition assignment.",
 )
+CHECKPOINTS = Counter(
+    "mbo_processor_checkpoints_total",
+    "Checkpoints of a partition's books: written, restored (a rebuild resumed from one) or "
+    "rejected (unusable, or its records message is not in the topic any more).",
+    ["outcome"],
+)
 API_REQUEST_SECONDS = Histogram(
     "mbo_api_request_seconds", "API request latency.", ["route", "method", "status"],
     buckets=LATENCY_BUCKETS,

@@ -448,6 +448,13 @@ class PipelineSettings(_Group):
     snapshot_depth: int = Field(
         default=10, ge=1, le=1000, description="Processor: levels per side in a snapshot."
     )
+    checkpoint_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Processor: seconds between checkpoints of a partition's books in the data "
+        "dir, from which a restarted worker resumes instead of re-reading the partition from "
+        "offset 0; 0 turns them off.",
+    )
     sink_batch_records: int = Field(
         default=200_000,
         ge=1,

@@ -170,10 +170,12 @@ def test_processor_and_sink_killed_mid_replay(
 ) -> None:
     data = tmp_path / "data"
     report = tmp_path / "report.json"
+    # Checkpoints every half second: the restarted processor resumes from one.
+    env = {**os.environ, "MBO_PIPELINE__CHECKPOINT_INTERVAL_S": "0.5"}
     run = subprocess.Popen(
         [MBO, "run", "--replay", str(CLX5), "--rate", "4000", "--until-drained",
          "--data-dir", str(data), "--report", str(report), "--timeout", "300"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
     try:
         pids = _wait_for_producer(data / "run" / "processes.json", run)
@@ -191,6 +193,7 @@ def test_processor_and_sink_killed_mid_replay(
     assert figures["rows"]["mbo_records"] == 38_212
     assert stored_bbo(data) == rows
     assert_final_books(data, finals)
+    assert "restored from checkpoint" in (data / "run" / "logs" / "processor-0.log").read_text()
 
 
 def _wait_for_producer(path: Path, run: subprocess.Popen[bytes]) -> dict[str, int]:
