@@ -99,6 +99,15 @@ class PartitionBooks:
                 for message in batches.get(tp, []):
                     if message.offset >= until:
                         break
+                    if message.offset != publisher.next_offset:
+                        log.warning(
+                            "rebuild of partition %d: offsets %d-%d are gone from %s (retention?); "
+                            "its books miss the orders added there",
+                            partition,
+                            publisher.next_offset,
+                            message.offset - 1,
+                            topic,
+                        )
                     out = publisher.process(
                         message.offset, message.key, message.value, message.headers
                     )

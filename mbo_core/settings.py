@@ -241,6 +241,13 @@ class RecordsTopicSettings(TopicSettings):
         default="mbo.records",
         description="Raw MBO records: chunks of whole events of one instrument, keyed by it.",
     )
+    retention_ms: int = Field(
+        default=-1,
+        ge=-1,
+        description="Kept forever by default: a worker that takes a partition without a usable "
+        "checkpoint rebuilds its books from offset 0, and orders added before a deleted head "
+        "would be missing from them.",
+    )
 
 
 class BboTopicSettings(TopicSettings):

@@ -3,11 +3,13 @@
 Topics are created explicitly with their final partition count before anything produces: the
 local broker would otherwise auto-create an unknown topic with 4 partitions, and neither it nor
 the pipeline can repartition later (keys map to partitions by count). All topics delete by age:
-every consumer needs every message, so none is compacted.
+every consumer needs every message, so none is compacted. The records topic keeps everything
+by default: the processor rebuilds a partition's books from its start when it has no usable
+checkpoint (book_processor.checkpoint).
 
 | topic (default name) | key           | value                                   | retention |
 |----------------------|---------------|-----------------------------------------|-----------|
-| mbo.records          | instrument id | chunk of whole events, raw DBN records  | 7 days    |
+| mbo.records          | instrument id | chunk of whole events, raw DBN records  | forever   |
 | mbo.bbo              | instrument id | top-of-book event                       | 7 days    |
 | mbo.snapshots        | instrument id | depth-N book snapshot                   | 30 days   |
 """
