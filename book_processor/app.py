@@ -148,9 +148,20 @@ class PartitionBooks:
                 metrics.CHECKPOINTS.labels("rejected").inc()
                 continue
             found = await _fingerprint_at(consumer, tp, next_offset - 1)
+            if found is None:
+                # Retention may have deleted it, or the broker is slow: the file may still be
+                # right, so it stays, but it cannot be checked.
+                log.warning(
+                    "skipping checkpoint %s: the records topic's message at offset %d cannot "
+                    "be read to check it",
+                    checkpoint.path,
+                    next_offset - 1,
+                )
+                metrics.CHECKPOINTS.labels("rejected").inc()
+                continue
             if found != checkpoint.fingerprint:
                 log.warning(
-                    "skipping checkpoint %s: the records topic holds another message at offset "
+                    "removing checkpoint %s: the records topic holds another message at offset "
                     "%d (broker reset or topic recreated?)",
                     checkpoint.path,
                     next_offset - 1,
@@ -175,8 +186,12 @@ class PartitionBooks:
         if writing is not None and not writing.done():
             return
         self._checkpointed_at[partition] = now
-        # Encoded here, between two messages, so the state cannot change while it is pickled.
-        content = self.checkpoints.encode(publisher, fingerprint(key, value, headers))
+        try:
+            # Encoded here, between two messages, so the state cannot change while it is pickled.
+            content = self.checkpoints.encode(publisher, fingerprint(key, value, headers))
+        except Exception:  # a shortcut must never stop the agent
+            log.exception("cannot encode a checkpoint of partition %d", partition)
+            return
         self._writing[partition] = asyncio.create_task(
             asyncio.to_thread(
                 self._write, self.checkpoints, partition, publisher.next_offset, content
@@ -201,7 +216,8 @@ class PartitionBooks:
 async def _fingerprint_at(
     consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
 ) -> str | None:
-    """The fingerprint of the partition's message at `offset`; None if the topic has none there."""
+    """The fingerprint of the partition's message at `offset`; None if it cannot be read (gone,
+    or not fetched within FINGERPRINT_WAIT_S)."""
     consumer.seek(tp, offset)
     deadline = time.monotonic() + FINGERPRINT_WAIT_S
     while time.monotonic() < deadline:

@@ -9,13 +9,15 @@ rebuild from offset 0 reaches and what it publishes next is byte-identical.
 
 A checkpoint is only a shortcut and is never trusted blindly: it is skipped, and the partition
 rebuilt from an older one or from offset 0, when it was written by other code (a hash of the
-modules that define the state), for another records topic, partition, snapshot interval or depth,
+code that defines the state), for another records topic, partition, snapshot interval or depth,
 when it does not load, or when the records topic's message at its offset is not the one it
 fingerprinted (the broker was reset or the topic recreated: the local broker keeps nothing across
-a restart).
+a restart). The fingerprint tells two incarnations of a topic apart because every records message
+carries the wall-clock time the producer sent it (the `sent-ns` header).
 
 Files: `<data dir>/processor/<group id>/checkpoints/<records topic>/<partition>/<next offset>.ckpt`,
-a JSON header line then the pickle, written under a temporary name and renamed; the newest
+a JSON header line (with a hash of the body) then the pickle, written under a temporary name,
+synced and renamed, in directories only the processor may read; the newest
 `KEEP` of each partition stay, and one whose message is not in the topic is removed. They are
 local: a worker restarted on the same machine (the supervisor of `mbo run`, a container restart
 in the same pod or compose service) resumes from them; a partition that moves to another machine
@@ -29,15 +31,22 @@ import contextlib
 import hashlib
 import json
 import logging
+import marshal
 import os
 import pickle
+import sys
+import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import numpy as np
+
 from book_processor import publishing
 from book_processor.publishing import BookPublisher
+from mbo_core import records, schemas
 from mbo_core.book import engine, kernel
 
 log = logging.getLogger("book_processor.checkpoint")
@@ -45,16 +54,27 @@ log = logging.getLogger("book_processor.checkpoint")
 FORMAT = 1
 KEEP = 3
 SUFFIX = ".ckpt"
-#: The modules whose classes make up a publisher's pickled state.
-_STATE_MODULES = (publishing, engine, kernel)
+TEMPORARY_SUFFIX = ".tmp"
+#: The modules whose classes make up a publisher's pickled state, and those that turn a records
+#: message into what it applies (a change in any of them may change what a rebuild reaches).
+_STATE_MODULES = (publishing, engine, kernel, schemas, records)
+#: A temporary file older than this is left over from a write that died.
+_STALE_TEMPORARY_S = 600.0
 
 
 @cache
 def code_version() -> str:
-    """A hash of the source of the modules that define the pickled state."""
+    """A hash of the code that defines the pickled state and how records feed it: the modules'
+    source (their compiled code where no source is installed), numpy's and Python's versions."""
     digest = hashlib.blake2b(digest_size=8)
+    digest.update(f"{sys.version_info[:3]} numpy {np.__version__}".encode())
     for module in _STATE_MODULES:
-        digest.update(Path(module.__file__ or "").read_bytes())
+        try:
+            digest.update(Path(module.__file__ or "").read_bytes())
+        except OSError:
+            loader = module.__spec__.loader if module.__spec__ else None
+            code = loader.get_code(module.__name__) if loader else None  # type: ignore[attr-defined]
+            digest.update(marshal.dumps(code))
     return digest.hexdigest()
 
 
@@ -89,6 +109,7 @@ class CheckpointStore:
         self.root = root
         self.topic = topic
         self.keep = keep
+        self._warned: set[str] = set()
 
     def _dir(self, partition: int) -> Path:
         return self.root / self.topic / str(partition)
@@ -96,6 +117,7 @@ class CheckpointStore:
     def encode(self, publisher: BookPublisher, last_message_fingerprint: str) -> bytes:
         """The file content of a checkpoint of `publisher` (cheap: call it where the publisher
         is not changing, then `write` the bytes anywhere)."""
+        body = pickle.dumps(publisher, protocol=5)
         header = {
             "format": FORMAT,
             "code": code_version(),
@@ -105,22 +127,31 @@ class CheckpointStore:
             "snapshot_interval_ns": publisher.snapshot_interval_ns,
             "snapshot_depth": publisher.snapshot_depth,
             "fingerprint": last_message_fingerprint,
+            "body": _digest(body),
         }
-        return json.dumps(header).encode() + b"\n" + pickle.dumps(publisher, protocol=5)
+        return json.dumps(header).encode() + b"\n" + body
 
     def write(self, partition: int, next_offset: int, content: bytes) -> Path | None:
         """Store a checkpoint and drop the older ones beyond `keep`; None (logged) if the
         directory cannot be written: checkpoints are a shortcut, the worker goes on."""
         directory = self._dir(partition)
         path = directory / f"{next_offset:020d}{SUFFIX}"
-        temporary = directory / f".{path.name}.{os.getpid()}.tmp"
+        # Unique even for two workers that are both pid 1 in containers sharing the directory.
+        temporary = directory / f".{path.name}.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
         try:
-            directory.mkdir(parents=True, exist_ok=True)
-            temporary.write_bytes(content)
+            # Only the processor may write here: loading a checkpoint runs its pickle.
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with temporary.open("xb") as file:
+                file.write(content)
+                file.flush()
+                os.fsync(file.fileno())  # a power cut leaves the old file or the whole new one
             temporary.replace(path)
         except OSError as exc:
-            log.warning("cannot write checkpoint %s: %s", path, exc)
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            self._warn_once(f"cannot write checkpoints in {directory}: {exc}")
             return None
+        self._remove_stale_temporaries(directory)
         # Checkpoints past this one are of an earlier incarnation of the topic (the broker was
         # reset) or of a worker that held the partition before: neither is needed any more, and
         # keeping the highest offsets would otherwise keep stale files and drop new ones.
@@ -130,6 +161,22 @@ class CheckpointStore:
         for old in stale + older:
             self.remove(partition, old)
         return path
+
+    def _warn_once(self, message: str) -> None:
+        # Every partition retries at every interval: say each distinct failure once.
+        if message not in self._warned:
+            self._warned.add(message)
+            log.warning("%s (checkpoints are a shortcut: the worker goes on)", message)
+
+    @staticmethod
+    def _remove_stale_temporaries(directory: Path) -> None:
+        """Temporary files of writes that died (kill -9, a full disk) are never renamed."""
+        old = time.time() - _STALE_TEMPORARY_S
+        with contextlib.suppress(OSError):
+            for leftover in directory.glob(f".*{TEMPORARY_SUFFIX}"):
+                with contextlib.suppress(OSError):
+                    if leftover.stat().st_mtime < old:
+                        leftover.unlink()
 
     def remove(self, partition: int, next_offset: int) -> None:
         # Another worker of the same data dir may have removed it already.
@@ -158,6 +205,9 @@ class CheckpointStore:
         except (OSError, ValueError) as exc:
             log.warning("skipping checkpoint %s: %s", path, exc)
             return None
+        if not isinstance(header, dict):
+            log.warning("skipping checkpoint %s: its header is not a JSON object", path)
+            return None
         expected = {
             "format": FORMAT,
             "code": code_version(),
@@ -171,6 +221,9 @@ class CheckpointStore:
         if differing:
             log.info("skipping checkpoint %s: written with other %s", path, ", ".join(differing))
             return None
+        if header.get("body") != _digest(body):
+            log.warning("skipping checkpoint %s: damaged (its content does not match)", path)
+            return None
         try:
             publisher = pickle.loads(body)  # our own file (see the module doc)
         except Exception as exc:  # a damaged pickle can raise anything
@@ -180,3 +233,7 @@ class CheckpointStore:
             log.warning("skipping checkpoint %s: not a publisher at that offset", path)
             return None
         return Checkpoint(publisher, str(header.get("fingerprint")), path)
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.blake2b(body, digest_size=16).hexdigest()

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +181,8 @@ def test_processor_and_sink_killed_mid_replay(
     try:
         pids = _wait_for_producer(data / "run" / "processes.json", run)
         time.sleep(3)  # part of the file is through every stage by now
+        # Two checkpoints: the older is at or before the offset the restarted worker resumes at.
+        _wait_for(lambda: len(list((data / "processor").glob("*/checkpoints/*/*/*.ckpt"))) >= 2)
         for stage in ("processor-0", "sink"):
             os.kill(pids[stage], signal.SIGKILL)
         _, stderr = run.communicate(timeout=400)
@@ -194,6 +197,13 @@ def test_processor_and_sink_killed_mid_replay(
     assert stored_bbo(data) == rows
     assert_final_books(data, finals)
     assert "restored from checkpoint" in (data / "run" / "logs" / "processor-0.log").read_text()
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
 
 
 def _wait_for_producer(path: Path, run: subprocess.Popen[bytes]) -> dict[str, int]:
