@@ -41,6 +41,9 @@ log = logging.getLogger("book_processor")
 STAGE = "processor"
 #: How long a rebuild waits for the message a checkpoint fingerprinted before giving up on it.
 FINGERPRINT_WAIT_S = 10.0
+#: Messages a rebuild applies between two returns to the event loop (~1,000 records each).
+REBUILD_FETCH = 100
+REBUILD_PROGRESS_EVERY_S = 10.0
 _QUALITY_EVERY_MESSAGES = 64
 
 
@@ -94,8 +97,9 @@ class PartitionBooks:
                 consumer.seek(tp, resumed_at)
             else:
                 await consumer.seek_to_beginning(tp)
+            reported = time.perf_counter()
             while publisher.next_offset < until:
-                batches = await consumer.getmany(tp, timeout_ms=1000, max_records=10_000)
+                batches = await consumer.getmany(tp, timeout_ms=1000, max_records=REBUILD_FETCH)
                 for message in batches.get(tp, []):
                     if message.offset >= until:
                         break
@@ -114,6 +118,22 @@ class PartitionBooks:
                     records += out.records
                 if not batches and publisher.next_offset < until:
                     log.info("rebuild of partition %d waiting for offset %d", partition, until)
+                now = time.perf_counter()
+                if now - reported >= REBUILD_PROGRESS_EVERY_S:
+                    reported = now
+                    done = publisher.next_offset - resumed_at
+                    log.info(
+                        "rebuilding partition %d: %d of %d messages (%.0f%%), %d records, "
+                        "%.0f records/s",
+                        partition,
+                        done,
+                        until - resumed_at,
+                        100 * done / (until - resumed_at),
+                        records,
+                        records / (now - started),
+                    )
+                # The agent's event loop (Faust's timers, the producer) runs between fetches.
+                await asyncio.sleep(0)
         finally:
             await consumer.stop()
         metrics.REBUILD_RECORDS.inc(records)

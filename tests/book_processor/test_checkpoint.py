@@ -264,13 +264,15 @@ class _GappedConsumer:
         return {tps[0]: records}
 
 
-def test_a_rebuild_that_meets_a_gap_says_so(
+def test_a_rebuild_reports_progress_and_gaps(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     messages = clx5_messages()[:10]
     monkeypatch.setattr(app_module, "make_consumer", lambda *a, **k: _GappedConsumer(messages))
+    monkeypatch.setattr(app_module, "REBUILD_PROGRESS_EVERY_S", 0.0)
     books = PartitionBooks(make_settings(topics={"records": {"name": TOPIC}}))
-    with caplog.at_level(logging.WARNING, logger="book_processor"):
+    with caplog.at_level(logging.INFO, logger="book_processor"):
         publisher = asyncio.run(books.rebuild(PARTITION, 10))
     assert publisher.next_offset == 10
     assert "offsets 5-7 are gone" in caplog.text
+    assert f"rebuilding partition {PARTITION}: 10 of 10 messages (100%)" in caplog.text
