@@ -21,7 +21,9 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -63,6 +65,14 @@ def run(
     timeout: Annotated[
         float, typer.Option("--timeout", min=1, help="Longest wait for draining (s).")
     ] = 1800,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            "--fresh",
+            help="Delete the embedded ClickHouse data and processor state an earlier run left "
+            "in the data dir (needed when it holds rows and the run starts a local broker).",
+        ),
+    ] = False,
 ) -> None:
     """Replay FILE through Kafka, the book processors and ClickHouse."""
     from mbo_core.dbn import open_mbo  # noqa: PLC0415
@@ -76,6 +86,10 @@ def run(
     configure_logging(settings.log, "run")
     open_mbo(replay)  # bad input fails here, before anything starts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        _clear_earlier_run(settings)
+    if not settings.kafka.bootstrap_servers:
+        _refuse_earlier_rows(settings)
     # Before anything starts: a SIGTERM during start-up must still stop what was started (the
     # children run in sessions of their own, so nothing else would stop them).
     stop = _stop_on_signals()
@@ -128,6 +142,53 @@ def run(
     if report is not None:
         report.write_text(text + "\n")
     print(text)
+
+
+def _clear_earlier_run(settings: Any) -> None:
+    if not settings.clickhouse_url.startswith("chdb:"):
+        raise InputError(
+            "--fresh clears only the embedded chDB; with a ClickHouse server, truncate the "
+            f"tables of {settings.clickhouse.database!r} or set MBO_CLICKHOUSE__DATABASE"
+        )
+    for state in ("clickhouse", "processor"):
+        shutil.rmtree(settings.data_dir / state, ignore_errors=True)
+
+
+def _refuse_earlier_rows(settings: Any) -> None:
+    """Refuse a run whose fresh local broker would collide with an earlier run's rows.
+
+    The local broker keeps nothing across restarts, so this run's records start again at offset
+    0, and ClickHouse rows are keyed by Kafka position: rows of an earlier run in the same
+    ClickHouse would be replaced by, or mixed with, this run's. Counted in a child process,
+    since chDB lets one process open a data directory and the stages need it next.
+    """
+    if (
+        settings.clickhouse_url.startswith("chdb:")
+        and not (settings.data_dir / "clickhouse").exists()
+    ):
+        return
+    query = "SELECT (SELECT count() FROM mbo_records) + (SELECT count() FROM bbo) AS rows"
+    counted = subprocess.run(
+        [sys.executable, "-m", "mbo_cli.main", "sql", query, "--data-dir", str(settings.data_dir)],
+        capture_output=True, text=True, check=False, timeout=120,
+    )  # fmt: skip
+    if counted.returncode != 0:
+        # No tables yet (nothing to collide with), or a server that does not answer (the run
+        # says so itself when its stages start).
+        log.debug("counting earlier rows: %s", counted.stderr.strip())
+        return
+    rows = int(json.loads(counted.stdout.splitlines()[0])["rows"]) if counted.stdout else 0
+    if rows:
+        where = (
+            f"{settings.data_dir / 'clickhouse'}"
+            if settings.clickhouse_url.startswith("chdb:")
+            else f"database {settings.clickhouse.database!r}"
+        )
+        raise InputError(
+            f"{where} already holds {rows:,} rows of an earlier run; this run starts a new local "
+            "broker whose offsets would collide with theirs (rows are keyed by Kafka position). "
+            "Use another --data-dir, or --fresh to delete the earlier run's data first."
+        )
 
 
 def _bootstrap(settings: Any, stack: contextlib.ExitStack) -> str:

@@ -142,6 +142,32 @@ def test_clx5_through_the_whole_pipeline(
     assert report["latency_ms"]["send_to_event"]["count"] > 0
 
 
+def test_a_second_run_on_the_same_data_dir_needs_fresh(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.dbn.zst", tmp_path / "b.dbn.zst"
+    for path, records, seed in ((first, 3000, 1), (second, 2000, 2)):
+        subprocess.run(
+            [MBO, "generate", "--instruments", "2", "--records", str(records),
+             "--seed", str(seed), "-o", str(path)],
+            check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+    report, data = mbo_run(tmp_path, first)
+    assert report["rows"]["mbo_records"] == 3000
+    # A new local broker starts at offset 0 again: the earlier rows would be overwritten/mixed.
+    refused = subprocess.run(
+        [MBO, "run", "--replay", str(second), "--until-drained", "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "already holds" in refused.stderr and "--fresh" in refused.stderr
+    report, data = mbo_run(tmp_path, second, "--fresh")
+    assert report["rows"]["mbo_records"] == 2000
+    counted = subprocess.run(
+        [MBO, "sql", "SELECT count() AS n FROM mbo_records FINAL", "--data-dir", str(data)],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    assert json.loads(counted.stdout)["n"] == 2000  # only the second file's records
+
+
 def test_generated_instruments_on_two_workers(tmp_path: Path) -> None:
     source = tmp_path / "gen.dbn.zst"
     subprocess.run(
