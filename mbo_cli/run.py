@@ -86,15 +86,22 @@ def run(
     configure_logging(settings.log, "run")
     open_mbo(replay)  # bad input fails here, before anything starts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        _clear_earlier_run(settings)
-    if not settings.kafka.bootstrap_servers:
-        _refuse_earlier_rows(settings)
+    if fresh and not settings.clickhouse_url.startswith("chdb:"):
+        raise InputError(
+            "--fresh clears only the embedded chDB; with a ClickHouse server, truncate the "
+            f"tables of {settings.clickhouse.database!r} or set MBO_CLICKHOUSE__DATABASE"
+        )
     # Before anything starts: a SIGTERM during start-up must still stop what was started (the
     # children run in sessions of their own, so nothing else would stop them).
     stop = _stop_on_signals()
     with contextlib.ExitStack() as stack:
+        # After the broker: starting it fails while another run holds this data dir, so --fresh
+        # never deletes the data of a live run.
         bootstrap = _bootstrap(settings, stack)
+        if fresh:
+            _clear_earlier_run(settings)
+        if not settings.kafka.bootstrap_servers:
+            _refuse_earlier_rows(settings)
         env = {
             **os.environ,
             "MBO_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
@@ -145,11 +152,6 @@ def run(
 
 
 def _clear_earlier_run(settings: Any) -> None:
-    if not settings.clickhouse_url.startswith("chdb:"):
-        raise InputError(
-            "--fresh clears only the embedded chDB; with a ClickHouse server, truncate the "
-            f"tables of {settings.clickhouse.database!r} or set MBO_CLICKHOUSE__DATABASE"
-        )
     for state in ("clickhouse", "processor"):
         shutil.rmtree(settings.data_dir / state, ignore_errors=True)
 

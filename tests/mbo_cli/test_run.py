@@ -159,6 +159,25 @@ def test_a_second_run_on_the_same_data_dir_needs_fresh(tmp_path: Path) -> None:
     )  # fmt: skip
     assert refused.returncode == 2
     assert "already holds" in refused.stderr and "--fresh" in refused.stderr
+    # --fresh never deletes the data of a run that is still going: its broker holds the dir.
+    live = subprocess.Popen(
+        [MBO, "run", "--replay", str(second), "--rate", "200", "--data-dir", str(data), "--fresh"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        # Its broker is up (the state file goes when a broker stops) and its ClickHouse exists.
+        _wait_for(
+            lambda: (data / "broker" / "state.json").exists() and (data / "clickhouse").exists()
+        )
+        clash = subprocess.run(
+            [MBO, "run", "--replay", str(first), "--data-dir", str(data), "--fresh"],
+            capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+        assert clash.returncode == 2 and "already running" in clash.stderr
+        assert (data / "clickhouse").exists()
+    finally:
+        live.send_signal(signal.SIGTERM)
+        live.wait(timeout=120)
     report, data = mbo_run(tmp_path, second, "--fresh")
     assert report["rows"]["mbo_records"] == 2000
     counted = subprocess.run(
