@@ -31,7 +31,7 @@ from typing import Annotated, Any
 
 import typer
 
-from mbo_cli.supervisor import Supervisor
+from mbo_cli.supervisor import Supervisor, mbo_command
 from mbo_core.errors import InputError, MboError
 
 log = logging.getLogger("mbo.run")
@@ -86,7 +86,7 @@ def run(
     configure_logging(settings.log, "run")
     open_mbo(replay)  # bad input fails here, before anything starts
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if fresh and not settings.clickhouse_url.startswith("chdb:"):
+    if fresh and settings.chdb_dir is None:
         raise InputError(
             "--fresh clears only the embedded chDB; with a ClickHouse server, truncate the "
             f"tables of {settings.clickhouse.database!r} or set MBO_CLICKHOUSE__DATABASE"
@@ -152,8 +152,8 @@ def run(
 
 
 def _clear_earlier_run(settings: Any) -> None:
-    for state in ("clickhouse", "processor"):
-        shutil.rmtree(settings.data_dir / state, ignore_errors=True)
+    for state in (settings.chdb_dir, settings.data_dir / "processor"):
+        shutil.rmtree(state, ignore_errors=True)
 
 
 def _refuse_earlier_rows(settings: Any) -> None:
@@ -164,14 +164,12 @@ def _refuse_earlier_rows(settings: Any) -> None:
     ClickHouse would be replaced by, or mixed with, this run's. Counted in a child process,
     since chDB lets one process open a data directory and the stages need it next.
     """
-    if (
-        settings.clickhouse_url.startswith("chdb:")
-        and not (settings.data_dir / "clickhouse").exists()
-    ):
+    chdb_dir = settings.chdb_dir
+    if chdb_dir is not None and not chdb_dir.exists():
         return
     query = "SELECT (SELECT count() FROM mbo_records) + (SELECT count() FROM bbo) AS rows"
     counted = subprocess.run(
-        [sys.executable, "-m", "mbo_cli.main", "sql", query, "--data-dir", str(settings.data_dir)],
+        mbo_command("sql", query, "--data-dir", str(settings.data_dir)),
         capture_output=True, text=True, check=False, timeout=120,
     )  # fmt: skip
     if counted.returncode != 0:
@@ -181,11 +179,7 @@ def _refuse_earlier_rows(settings: Any) -> None:
         return
     rows = int(json.loads(counted.stdout.splitlines()[0])["rows"]) if counted.stdout else 0
     if rows:
-        where = (
-            f"{settings.data_dir / 'clickhouse'}"
-            if settings.clickhouse_url.startswith("chdb:")
-            else f"database {settings.clickhouse.database!r}"
-        )
+        where = f"database {settings.clickhouse.database!r}" if chdb_dir is None else str(chdb_dir)
         raise InputError(
             f"{where} already holds {rows:,} rows of an earlier run; this run starts a new local "
             "broker whose offsets would collide with theirs (rows are keyed by Kafka position). "
@@ -223,7 +217,7 @@ def _start_stages(
 
     api_port = _api_port(settings)
     ports = {"sink": free_port(), "producer": free_port(), "api": api_port}
-    if settings.clickhouse_url.startswith("chdb:"):
+    if settings.chdb_dir is not None:
         # chDB allows one process per data directory: the API and the sink share one.
         ports["sink"] = api_port
         supervisor.start("sink", ["api", "--with-sink", "--port", str(api_port)], restart=True)

@@ -16,6 +16,11 @@ from mbo_core.errors import MboError
 log = logging.getLogger("mbo.run")
 
 
+def mbo_command(*args: str) -> list[str]:
+    """The command line of `mbo ARGS...` run by this Python (no console script needed)."""
+    return [sys.executable, "-m", "mbo_cli.main", *args]
+
+
 @dataclass
 class Child:
     """One supervised stage process."""
@@ -54,7 +59,7 @@ class Supervisor:
         out = child.log_path.open("ab")
         try:
             child.process = subprocess.Popen(
-                [sys.executable, "-m", "mbo_cli.main", *child.args],
+                mbo_command(*child.args),
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,

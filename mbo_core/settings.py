@@ -632,6 +632,13 @@ class Settings(BaseSettings):
             return self.clickhouse.url
         return f"chdb://{self.data_dir / 'clickhouse'}"
 
+    @property
+    def chdb_dir(self) -> Path | None:
+        """The embedded ClickHouse's directory when the URL is chdb:///abs/dir, else None (a
+        server). chDB lets one process open it: the stages that need it share a process."""
+        parts = urlsplit(self.clickhouse_url)
+        return Path(parts.path) if parts.scheme == "chdb" else None
+
 
 def env_var_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> Iterator[str]:
     """Every environment variable the settings read, e.g. MBO_KAFKA__BOOTSTRAP_SERVERS."""

@@ -50,6 +50,7 @@ def test_defaults_are_the_dev_profile(tmp_path: Path) -> None:
     assert settings.topics.replication_factor == 1
     assert settings.clickhouse.url is None
     assert settings.clickhouse_url == f"chdb://{tmp_path}/data/clickhouse"
+    assert settings.chdb_dir == tmp_path / "data" / "clickhouse"
     assert (settings.api.host, settings.api.port) == ("127.0.0.1", 8000)
     assert (settings.log.level, settings.log.format) == ("INFO", "text")
     assert settings.kafka.processor_group_id != settings.kafka.sink_group_id
@@ -69,6 +70,7 @@ def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None
     assert settings.topics.bbo.name == "custom.bbo"
     assert settings.log.level == "DEBUG"
     assert settings.clickhouse_url == "http://ch.internal:8123"
+    assert settings.chdb_dir is None  # a server, not the embedded engine
     assert settings.api.port == 9000
 
 
