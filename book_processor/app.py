@@ -60,13 +60,16 @@ class PartitionBooks:
         self._checkpointed_at: dict[int, float] = {}
         self._writing: dict[int, asyncio.Task[Path | None]] = {}
 
-    def _new_publisher(self, partition: int) -> BookPublisher:
+    def _publisher_options(self) -> dict[str, int]:
+        """How this worker's publishers conflate snapshots (a checkpoint must match them)."""
         pipeline = self.settings.pipeline
-        return BookPublisher(
-            partition,
-            snapshot_interval_ns=pipeline.snapshot_interval_ms * 1_000_000,
-            snapshot_depth=pipeline.snapshot_depth,
-        )
+        return {
+            "snapshot_interval_ns": pipeline.snapshot_interval_ms * 1_000_000,
+            "snapshot_depth": pipeline.snapshot_depth,
+        }
+
+    def _new_publisher(self, partition: int) -> BookPublisher:
+        return BookPublisher(partition, **self._publisher_options())
 
     async def publisher_at(self, partition: int, offset: int) -> BookPublisher:
         """The partition's publisher, ready to process the message at `offset`."""
@@ -154,15 +157,11 @@ class PartitionBooks:
         at its offset; None if there is none."""
         if self.checkpoints is None:
             return None
-        pipeline = self.settings.pipeline
         for next_offset in self.checkpoints.offsets(tp.partition):
             if next_offset > until or next_offset == 0:
                 continue
             checkpoint = self.checkpoints.load(
-                tp.partition,
-                next_offset,
-                snapshot_interval_ns=pipeline.snapshot_interval_ms * 1_000_000,
-                snapshot_depth=pipeline.snapshot_depth,
+                tp.partition, next_offset, **self._publisher_options()
             )
             if checkpoint is None:
                 metrics.CHECKPOINTS.labels("rejected").inc()
