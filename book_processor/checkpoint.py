@@ -114,6 +114,10 @@ class CheckpointStore:
     def _dir(self, partition: int) -> Path:
         return self.root / self.topic / str(partition)
 
+    def _path(self, partition: int, next_offset: int) -> Path:
+        # Zero-padded: the names sort as the offsets do.
+        return self._dir(partition) / f"{next_offset:020d}{SUFFIX}"
+
     def encode(self, publisher: BookPublisher, last_message_fingerprint: str) -> bytes:
         """The file content of a checkpoint of `publisher` (cheap: call it where the publisher
         is not changing, then `write` the bytes anywhere)."""
@@ -135,7 +139,7 @@ class CheckpointStore:
         """Store a checkpoint and drop the older ones beyond `keep`; None (logged) if the
         directory cannot be written: checkpoints are a shortcut, the worker goes on."""
         directory = self._dir(partition)
-        path = directory / f"{next_offset:020d}{SUFFIX}"
+        path = self._path(partition, next_offset)
         # Unique even for two workers that are both pid 1 in containers sharing the directory.
         temporary = directory / f".{path.name}.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
         try:
@@ -181,7 +185,7 @@ class CheckpointStore:
     def remove(self, partition: int, next_offset: int) -> None:
         # Another worker of the same data dir may have removed it already.
         with contextlib.suppress(OSError):
-            (self._dir(partition) / f"{next_offset:020d}{SUFFIX}").unlink(missing_ok=True)
+            self._path(partition, next_offset).unlink(missing_ok=True)
 
     def offsets(self, partition: int) -> list[int]:
         """The next offsets of the partition's checkpoints, newest first."""
@@ -197,7 +201,7 @@ class CheckpointStore:
     ) -> Checkpoint | None:
         """The checkpoint of the partition at `next_offset` if it is usable here, else None
         (logged with the reason; the file stays for the others to judge)."""
-        path = self._dir(partition) / f"{next_offset:020d}{SUFFIX}"
+        path = self._path(partition, next_offset)
         try:
             content = path.read_bytes()
             line, _, body = content.partition(b"\n")
