@@ -124,6 +124,13 @@ async def growth(
     return windows
 
 
+def _on_broker(base: Settings, bootstrap_servers: str, *, fetch_max_wait_ms: int) -> Settings:
+    kafka = base.kafka.model_copy(
+        update={"bootstrap_servers": bootstrap_servers, "fetch_max_wait_ms": fetch_max_wait_ms}
+    )
+    return base.model_copy(update={"kafka": kafka})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--waits", default="100,20,10,5", help="fetch waits (ms) to try")
@@ -140,30 +147,12 @@ def main() -> None:
         base = Settings(_env_file=None, data_dir=Path(tmp))  # type: ignore[call-arg]
         with LocalBroker(base) as local:
             for wait in (int(w) for w in args.waits.split(",")):
-                settings = base.model_copy(
-                    update={
-                        "kafka": base.kafka.model_copy(
-                            update={
-                                "bootstrap_servers": local.bootstrap_servers,
-                                "fetch_max_wait_ms": wait,
-                            }
-                        )
-                    }
-                )
+                settings = _on_broker(base, local.bootstrap_servers, fetch_max_wait_ms=wait)
                 if not results:
                     asyncio.run(ensure_topics(settings, [TopicSpec(TOPIC, 1, 1)]))
                 results[str(wait)] = asyncio.run(hop(settings, args.messages, args.every_ms / 1e3))
             if args.growth_seconds > 0:
-                settings = base.model_copy(
-                    update={
-                        "kafka": base.kafka.model_copy(
-                            update={
-                                "bootstrap_servers": local.bootstrap_servers,
-                                "fetch_max_wait_ms": 10,
-                            }
-                        )
-                    }
-                )
+                settings = _on_broker(base, local.bootstrap_servers, fetch_max_wait_ms=10)
                 spec = TopicSpec(GROWTH_TOPIC, args.growth_partitions, 1)
                 asyncio.run(ensure_topics(settings, [spec]))
                 windows = asyncio.run(
