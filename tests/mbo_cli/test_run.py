@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from book_processor.publishing import BookPublisher
 from mbo_core.dbn import open_mbo
 from mbo_core.prices import parse_price
 from mbo_core.schemas import records_headers
+from tests.api.pipeline import wait_until
 from tests.paths import CLX5, MBO
 
 pytestmark = pytest.mark.integration
@@ -166,8 +166,10 @@ def test_a_second_run_on_the_same_data_dir_needs_fresh(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         # Its broker is up (the state file goes when a broker stops) and its ClickHouse exists.
-        _wait_for(
-            lambda: (data / "broker" / "state.json").exists() and (data / "clickhouse").exists()
+        wait_until(
+            lambda: (data / "broker" / "state.json").exists() and (data / "clickhouse").exists(),
+            60,
+            "the live run's broker and ClickHouse",
         )
         clash = subprocess.run(
             [MBO, "run", "--replay", str(first), "--data-dir", str(data), "--fresh"],
@@ -227,7 +229,9 @@ def test_processor_and_sink_killed_mid_replay(
         pids = _wait_for_producer(data / "run" / "processes.json", run)
         time.sleep(3)  # part of the file is through every stage by now
         # Two checkpoints: the older is at or before the offset the restarted worker resumes at.
-        _wait_for(lambda: len(list((data / "processor").glob("*/checkpoints/*/*/*.ckpt"))) >= 2)
+        checkpoints = data / "processor"
+        wait_until(lambda: len(list(checkpoints.glob("*/checkpoints/*/*/*.ckpt"))) >= 2, 60,
+                   "two processor checkpoints")  # fmt: skip
         for stage in ("processor-0", "sink"):
             os.kill(pids[stage], signal.SIGKILL)
         _, stderr = run.communicate(timeout=400)
@@ -242,13 +246,6 @@ def test_processor_and_sink_killed_mid_replay(
     assert stored_bbo(data) == rows
     assert_final_books(data, finals)
     assert "restored from checkpoint" in (data / "run" / "logs" / "processor-0.log").read_text()
-
-
-def _wait_for(condition: Callable[[], bool], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
 
 
 def _wait_for_producer(path: Path, run: subprocess.Popen[bytes]) -> dict[str, int]:
