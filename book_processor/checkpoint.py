@@ -1,11 +1,11 @@
 """Checkpoints of a partition's books, so that a restarted worker does not re-read it all.
 
 Without a checkpoint a worker that takes a partition re-reads it from offset 0 (book_processor.app),
-about 340k records/s on this project's machine: minutes for a day of a busy instrument. A
-checkpoint is the pickled `BookPublisher` of one records partition after the message at
-`next_offset - 1`, with a fingerprint of that message. The publisher is the partition's whole
-state and its output depends only on its input, so a restored publisher is in exactly the state a
-rebuild from offset 0 reaches and what it publishes next is byte-identical.
+at 250-350k records/s on this project's machine (bench.checkpoint): minutes for a day of a busy
+instrument. A checkpoint is the pickled `BookPublisher` of one records partition after the
+message at `next_offset - 1`, with a fingerprint of that message. The publisher is the
+partition's whole state and its output depends only on its input, so a restored publisher is in
+exactly the state a rebuild from offset 0 reaches and what it publishes next is byte-identical.
 
 A checkpoint is only a shortcut and is never trusted blindly: it is skipped, and the partition
 rebuilt from an older one or from offset 0, when it was written by other code (a hash of the
