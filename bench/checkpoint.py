@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from bench.engine import generated_stream
-from book_processor.app import warm_up
+from book_processor.app import publisher_options, warm_up
 from book_processor.checkpoint import CheckpointStore, code_version, fingerprint
 from book_processor.publishing import BookPublisher
 from mbo_core.schemas import instrument_key, records_headers
@@ -43,12 +43,7 @@ def main() -> None:
         for c in chunks
     ]  # fmt: skip
     warm_up()
-    pipeline = settings.pipeline
-    publisher = BookPublisher(
-        0,
-        snapshot_interval_ns=pipeline.snapshot_interval_ms * 1_000_000,
-        snapshot_depth=pipeline.snapshot_depth,
-    )
+    publisher = BookPublisher(0, **publisher_options(settings))
     started = time.perf_counter()
     records = sum(
         publisher.process(offset, key, value, headers).records

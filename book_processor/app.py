@@ -47,6 +47,15 @@ REBUILD_PROGRESS_EVERY_S = 10.0
 _QUALITY_EVERY_MESSAGES = 64
 
 
+def publisher_options(settings: Settings) -> dict[str, int]:
+    """How the settings' publishers conflate snapshots (a checkpoint must match them)."""
+    pipeline = settings.pipeline
+    return {
+        "snapshot_interval_ns": pipeline.snapshot_interval_ms * 1_000_000,
+        "snapshot_depth": pipeline.snapshot_depth,
+    }
+
+
 class PartitionBooks:
     """The publishers of the partitions this worker holds, rebuilt on demand, and their
     checkpoints (book_processor.checkpoint)."""
@@ -60,16 +69,8 @@ class PartitionBooks:
         self._checkpointed_at: dict[int, float] = {}
         self._writing: dict[int, asyncio.Task[Path | None]] = {}
 
-    def _publisher_options(self) -> dict[str, int]:
-        """How this worker's publishers conflate snapshots (a checkpoint must match them)."""
-        pipeline = self.settings.pipeline
-        return {
-            "snapshot_interval_ns": pipeline.snapshot_interval_ms * 1_000_000,
-            "snapshot_depth": pipeline.snapshot_depth,
-        }
-
     def _new_publisher(self, partition: int) -> BookPublisher:
-        return BookPublisher(partition, **self._publisher_options())
+        return BookPublisher(partition, **publisher_options(self.settings))
 
     async def publisher_at(self, partition: int, offset: int) -> BookPublisher:
         """The partition's publisher, ready to process the message at `offset`."""
@@ -161,7 +162,7 @@ class PartitionBooks:
             if next_offset > until or next_offset == 0:
                 continue
             checkpoint = self.checkpoints.load(
-                tp.partition, next_offset, **self._publisher_options()
+                tp.partition, next_offset, **publisher_options(self.settings)
             )
             if checkpoint is None:
                 metrics.CHECKPOINTS.labels("rejected").inc()
