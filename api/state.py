@@ -34,6 +34,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from mbo_core.errors import MboError
+from mbo_core.metrics import MESSAGES_IN
 from mbo_core.schemas import BBO_SCHEMA, SNAPSHOT_SCHEMA, BookJson
 from mbo_core.settings import Settings
 
@@ -41,6 +42,8 @@ log = logging.getLogger("api.state")
 
 Key = tuple[int, int | None]  # (instrument_id, publisher_id or None for consolidated)
 Position = tuple[int, int, int]  # (source partition, source offset, record_index)
+#: The `stage` label of the live consumer's metrics.
+STAGE = "api"
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
 #: Longest the live consumer applies messages before letting the event loop serve requests.
@@ -333,7 +336,8 @@ async def _consume(settings: Settings, state: LiveState, stop: asyncio.Event) ->
         targets: dict[TopicPartition, int] | None = None
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=2000)
-            for records in batches.values():
+            for tp, records in batches.items():
+                MESSAGES_IN.labels(stage=STAGE, topic=tp.topic).inc(len(records))
                 await _apply_all(state, records)
             if targets is None:
                 # The first high watermarks (from fetches, never ListOffsets "latest") are

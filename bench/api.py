@@ -28,7 +28,15 @@ requests). --replay-rate 0: one flat-out replay first, then the book stays still
      and the latency of a saturated server (queueing, not a service level).
    Each with the CPU the API process and the load generator used meanwhile (percent of one
    core), since on a 2-core machine they share the CPU with the broker, the processor and the
-   replay.
+   replay, and the live messages (BBO and snapshots) the API consumed per second meanwhile:
+   the book kept changing.
+3. rest_latest_book.open_loop_fixed_rate_api_first (when a replay runs): the open loop again
+   after the broker, the processor and `mbo produce` if it runs the replay (every thread of
+   each) were moved to Linux's SCHED_IDLE policy, so they run on what CPU the API and the
+   load generator leave: the latency the API gives when it has the CPU it needs, as CPU
+   requests of its own give it in a deployment (infra/k8s), while the pipeline keeps feeding
+   it (api_live_messages_per_s shows it does). Measured last, because an unprivileged process
+   cannot move a thread back out of SCHED_IDLE.
 
 The load generators are npm packages pinned in bench/package-lock.json, installed into
 bench/node_modules by `npm ci --prefix bench` on first use (needs Node.js >= 18 and npm).
@@ -137,13 +145,33 @@ def node_tools() -> None:
                    stdout=sys.stderr)  # fmt: skip
 
 
-def _measured(api_pid: int, run: Callable[[], T]) -> tuple[T, dict[str, float]]:
+def live_messages(http: httpx.Client) -> float:
+    """Messages the API's live consumer has read (mbo_messages_in_total{stage="api"})."""
+    total = 0.0
+    for line in http.get("/metrics").text.splitlines():
+        if line.startswith('mbo_messages_in_total{stage="api"'):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def idle_priority(pid: int) -> None:
+    """Every thread of `pid` to SCHED_IDLE (Linux's policy applies per thread; threads started
+    later inherit it from the thread that starts them)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            os.sched_setscheduler(int(task.name), os.SCHED_IDLE, os.sched_param(0))
+
+
+def _measured(api_pid: int, http: httpx.Client, run: Callable[[], T]) -> tuple[T, dict[str, float]]:
     """run(), with the CPU the API process and the load generator (a child that has exited
-    by the time run() returns) used meanwhile, in percent of one core."""
+    by the time run() returns) used meanwhile, in percent of one core, and the live messages
+    the API read per second meanwhile."""
     api_before, children_before = cpu_seconds(api_pid), resource.getrusage(resource.RUSAGE_CHILDREN)
+    messages_before = live_messages(http)
     started = time.monotonic()
     result = run()
     elapsed = time.monotonic() - started
+    messages = live_messages(http) - messages_before
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     client_s = (children.ru_utime - children_before.ru_utime) + (
         children.ru_stime - children_before.ru_stime
@@ -152,6 +180,7 @@ def _measured(api_pid: int, run: Callable[[], T]) -> tuple[T, dict[str, float]]:
     return result, {
         "api_process_cpu_percent": round(100 * api_s / elapsed, 1),
         "load_generator_cpu_percent": round(100 * client_s / elapsed, 1),
+        "api_live_messages_per_s": round(messages / elapsed, 1),
     }
 
 
@@ -232,6 +261,7 @@ def main() -> None:
         data = Path(tmp) / "data"
         data.mkdir()
         broker = stack.enter_context(LocalBroker(_settings(data)))
+        pipeline = {"broker": broker.state.pid}  # the processes feeding the API
         port = free_port()
         env = {
             **os.environ, "MBO_DATA_DIR": str(data),
@@ -245,6 +275,8 @@ def main() -> None:
         for args_ in (api_args, ["process", "--metrics-port", "0"]):
             child = subprocess.Popen([MBO, *args_], env=env, stdout=logs, stderr=subprocess.STDOUT)
             children.append(child)
+            if args_[0] == "process":
+                pipeline["processor"] = child.pid
 
         def stop_children() -> None:
             for child in children:
@@ -270,6 +302,7 @@ def main() -> None:
                 env=env, stdout=logs, stderr=subprocess.STDOUT,
             )  # fmt: skip
             children.append(producer)
+            pipeline["producer"] = producer.pid
         else:
             http.post("/v1/replay", json={"file": str(source)}).raise_for_status()
             _wait(lambda: http.get("/v1/replay").json()["state"] == "finished", 300, "no replay")
@@ -286,11 +319,24 @@ def main() -> None:
         print(f"bench.api: websocket {ws}", file=sys.stderr)
         url = f"http://{base}/v1/instruments/{instrument}/book"
         api_pid = children[0].pid
-        open_loop, open_cpu = _measured(api_pid, lambda: rest_open_loop(
-            url, args.rest_connections, args.rest_rate, args.rest_seconds))  # fmt: skip
-        print(f"bench.api: rest open loop {open_loop}", file=sys.stderr)
-        closed_loop, closed_cpu = _measured(api_pid, lambda: rest_closed_loop(
+
+        def open_loop() -> dict[str, Any]:
+            result, usage = _measured(api_pid, http, lambda: rest_open_loop(
+                url, args.rest_connections, args.rest_rate, args.rest_seconds))  # fmt: skip
+            print(f"bench.api: rest open loop {result} {usage}", file=sys.stderr)
+            return {**result, **usage}
+
+        rest = {"open_loop_fixed_rate": open_loop()}
+        closed_loop, closed_cpu = _measured(api_pid, http, lambda: rest_closed_loop(
             url, args.rest_connections, args.rest_seconds))  # fmt: skip
+        rest["closed_loop_saturation"] = {**closed_loop, **closed_cpu}
+        if args.replay_rate > 0:
+            for pid in pipeline.values():
+                idle_priority(pid)
+            rest["open_loop_fixed_rate_api_first"] = {
+                "at_sched_idle": sorted(pipeline),
+                **open_loop(),
+            }
         replay = http.get("/v1/replay").json()
         http.post("/v1/replay/stop")
         http.close()
@@ -308,10 +354,7 @@ def main() -> None:
                 "cpus": os.cpu_count(),
             },
             "websocket": ws,
-            "rest_latest_book": {
-                "open_loop_fixed_rate": {**open_loop, **open_cpu},
-                "closed_loop_saturation": {**closed_loop, **closed_cpu},
-            },
+            "rest_latest_book": rest,
             "targets": {"websocket_failures": 0, "rest_open_loop_p99_ms": 5},
         }, indent=1))  # fmt: skip
 

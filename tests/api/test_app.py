@@ -259,6 +259,10 @@ def test_health_ready_metrics_docs(client: httpx.Client) -> None:
     metrics = client.get("/metrics").text
     assert "mbo_api_request_seconds_bucket" in metrics and "mbo_api_live_messages_total" in metrics
     assert 'route="/v1/instruments/{instrument_id}/book"' in metrics
+    # The live consumer counts what it read (bench.api shows the book kept changing with it).
+    consumed = [line for line in metrics.splitlines()
+                if line.startswith('mbo_messages_in_total{stage="api"')]  # fmt: skip
+    assert consumed and all(float(line.rsplit(" ", 1)[1]) > 0 for line in consumed)
     assert client.get("/docs").status_code == 200
     paths = client.get("/openapi.json").json()["paths"]
     assert "/v1/instruments/{instrument_id}/bbo/history" in paths
