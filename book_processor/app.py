@@ -276,7 +276,7 @@ def _use_fetch_wait(fetch_max_wait_ms: int) -> None:
 
 def faust_dir(settings: Settings) -> Path:
     """Where Faust keeps a worker's local state: `<data dir>/processor/<group id>`."""
-    return settings.data_dir / "processor" / settings.kafka.processor_group_id
+    return settings.processor_dir / settings.kafka.processor_group_id
 
 
 def create_app(settings: Settings) -> faust.App:

@@ -152,7 +152,7 @@ def run(
 
 
 def _clear_earlier_run(settings: Any) -> None:
-    for state in (settings.chdb_dir, settings.data_dir / "processor"):
+    for state in (settings.chdb_dir, settings.processor_dir):
         shutil.rmtree(state, ignore_errors=True)
 
 

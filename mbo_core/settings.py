@@ -633,6 +633,12 @@ class Settings(BaseSettings):
         return f"chdb://{self.data_dir / 'clickhouse'}"
 
     @property
+    def processor_dir(self) -> Path:
+        """The book processors' local state on this machine (Faust's data and checkpoints), a
+        directory per consumer group under it: `<data dir>/processor`."""
+        return self.data_dir / "processor"
+
+    @property
     def chdb_dir(self) -> Path | None:
         """The embedded ClickHouse's directory when the URL is chdb:///abs/dir, else None (a
         server). chDB lets one process open it: the stages that need it share a process."""

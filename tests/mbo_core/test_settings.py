@@ -46,11 +46,16 @@ def test_defaults_are_the_dev_profile(tmp_path: Path) -> None:
     assert [settings.topics.records.name, settings.topics.bbo.name] == ["mbo.records", "mbo.bbo"]
     assert settings.topics.snapshots.name == "mbo.snapshots"
     assert settings.topics.records.partitions == 8
-    assert settings.topics.snapshots.retention_ms > settings.topics.records.retention_ms
+    # Records forever (rebuilds read from offset 0), snapshots 30 days, BBO 7 days.
+    day_ms = 24 * 3600 * 1000
+    assert settings.topics.records.retention_ms == -1
+    assert settings.topics.snapshots.retention_ms == 30 * day_ms
+    assert settings.topics.bbo.retention_ms == 7 * day_ms
     assert settings.topics.replication_factor == 1
     assert settings.clickhouse.url is None
     assert settings.clickhouse_url == f"chdb://{tmp_path}/data/clickhouse"
     assert settings.chdb_dir == tmp_path / "data" / "clickhouse"
+    assert settings.processor_dir == tmp_path / "data" / "processor"
     assert (settings.api.host, settings.api.port) == ("127.0.0.1", 8000)
     assert (settings.log.level, settings.log.format) == ("INFO", "text")
     assert settings.kafka.processor_group_id != settings.kafka.sink_group_id
