@@ -21,10 +21,12 @@ import orjson
 import pytest
 
 from book_processor.publishing import BookPublisher
+from mbo_cli.run import _clear_earlier_run
 from mbo_core.dbn import open_mbo
 from mbo_core.prices import parse_price
 from mbo_core.schemas import records_headers
 from tests.api.pipeline import wait_until
+from tests.conftest import make_settings
 from tests.paths import CLX5, MBO
 
 pytestmark = pytest.mark.integration
@@ -187,6 +189,29 @@ def test_a_second_run_on_the_same_data_dir_needs_fresh(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     assert json.loads(counted.stdout)["n"] == 2000  # only the second file's records
+
+
+def test_earlier_rows_are_looked_for_where_the_chdb_url_points(tmp_path: Path) -> None:
+    # A chDB outside the data dir: the check (and --fresh) must use it, not <data dir>/clickhouse.
+    data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
+    env = {**os.environ, "MBO_CLICKHOUSE__URL": f"chdb://{elsewhere}"}
+    for statement in ("CREATE TABLE mbo_records (x UInt8) ENGINE = MergeTree ORDER BY x",
+                      "CREATE TABLE bbo (x UInt8) ENGINE = MergeTree ORDER BY x",
+                      "INSERT INTO mbo_records VALUES (1), (2)"):  # fmt: skip
+        subprocess.run([MBO, "sql", statement, "--data-dir", str(data)], env=env, check=True,
+                       capture_output=True, timeout=120)  # fmt: skip
+    refused = subprocess.run(
+        [MBO, "run", "--replay", str(CLX5), "--until-drained", "--data-dir", str(data)],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert f"{elsewhere} already holds 2 rows" in refused.stderr
+    assert not (data / "clickhouse").exists()
+    # What --fresh deletes (after its own broker started): that chDB and the processors' state.
+    settings = make_settings(data_dir=data, clickhouse={"url": f"chdb://{elsewhere}"})
+    (settings.processor_dir / "group").mkdir(parents=True)
+    _clear_earlier_run(settings)
+    assert not elsewhere.exists() and not settings.processor_dir.exists()
 
 
 def test_generated_instruments_on_two_workers(tmp_path: Path) -> None:
