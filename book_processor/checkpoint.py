@@ -123,17 +123,30 @@ class CheckpointStore:
         is not changing, then `write` the bytes anywhere)."""
         body = pickle.dumps(publisher, protocol=5)
         header = {
-            "format": FORMAT,
-            "code": code_version(),
-            "topic": self.topic,
-            "partition": publisher.partition,
-            "next_offset": publisher.next_offset,
-            "snapshot_interval_ns": publisher.snapshot_interval_ns,
-            "snapshot_depth": publisher.snapshot_depth,
+            **self._identity(
+                publisher.partition,
+                publisher.next_offset,
+                snapshot_interval_ns=publisher.snapshot_interval_ns,
+                snapshot_depth=publisher.snapshot_depth,
+            ),
             "fingerprint": last_message_fingerprint,
             "body": _digest(body),
         }
         return json.dumps(header).encode() + b"\n" + body
+
+    def _identity(
+        self, partition: int, next_offset: int, *, snapshot_interval_ns: int, snapshot_depth: int
+    ) -> dict[str, object]:
+        """The header fields a checkpoint is written with and must match to be loaded."""
+        return {
+            "format": FORMAT,
+            "code": code_version(),
+            "topic": self.topic,
+            "partition": partition,
+            "next_offset": next_offset,
+            "snapshot_interval_ns": snapshot_interval_ns,
+            "snapshot_depth": snapshot_depth,
+        }
 
     def write(self, partition: int, next_offset: int, content: bytes) -> Path | None:
         """Store a checkpoint and drop the older ones beyond `keep`; None (logged) if the
@@ -212,15 +225,12 @@ class CheckpointStore:
         if not isinstance(header, dict):
             log.warning("skipping checkpoint %s: its header is not a JSON object", path)
             return None
-        expected = {
-            "format": FORMAT,
-            "code": code_version(),
-            "topic": self.topic,
-            "partition": partition,
-            "next_offset": next_offset,
-            "snapshot_interval_ns": snapshot_interval_ns,
-            "snapshot_depth": snapshot_depth,
-        }
+        expected = self._identity(
+            partition,
+            next_offset,
+            snapshot_interval_ns=snapshot_interval_ns,
+            snapshot_depth=snapshot_depth,
+        )
         differing = sorted(k for k, v in expected.items() if header.get(k) != v)
         if differing:
             log.info("skipping checkpoint %s: written with other %s", path, ", ".join(differing))
