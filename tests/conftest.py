@@ -4,7 +4,8 @@ Backends, picked once per session, in this order:
 1. external servers: KAFKA_BOOTSTRAP_SERVERS (host:port,...) and CLICKHOUSE_URL (http(s)://host:port,
    credentials in CLICKHOUSE_USER / CLICKHOUSE_PASSWORD);
 2. containers (apache/kafka, clickhouse/clickhouse-server) when a Docker engine answers;
-3. otherwise the local tansu broker (mbo_core.broker) and chDB in a temporary directory.
+3. otherwise the local Apache Kafka broker (mbo_core.broker, installed by `make setup`) and chDB
+   in a temporary directory: one broker for the whole session.
 
 Never mock Kafka or ClickHouse: take `infra_settings` (unique topic names, group ids and
 ClickHouse database per test, so tests cannot collide) and build clients with mbo_core.kafka /
@@ -12,7 +13,7 @@ mbo_core.clickhouse. With chDB, ONE data directory may be open per process: in-p
 must use the session's `clickhouse_url` (this is what `infra_settings` and `clickhouse_client`
 do), never a chdb directory of their own.
 
-The session fails if a tansu process started by it (found by the PYTEST_MBO_RUN_ID tag in its
+The session fails if a Kafka broker started by it (found by the PYTEST_MBO_RUN_ID tag in its
 environment, inherited through `mbo` subprocesses too) is still alive at the end.
 """
 
@@ -39,7 +40,7 @@ if TYPE_CHECKING:
     from clickhouse_connect.driver.client import Client
 
 RUN_ID_VAR = "PYTEST_MBO_RUN_ID"
-KAFKA_IMAGE = "apache/kafka:3.9.1"
+KAFKA_IMAGE = "apache/kafka:4.1.1"
 CLICKHOUSE_IMAGE = "clickhouse/clickhouse-server:25.8"
 _CONTAINER_START_TIMEOUT_S = 120.0
 
@@ -57,14 +58,13 @@ def make_settings(**values: Any) -> Settings:
     return Settings(_env_file=None, _secrets_dir=None, **values)  # type: ignore[call-arg]
 
 
-def tansu_processes_tagged(run_id: str) -> list[int]:
-    """Live tansu processes whose environment carries this test run's tag."""
+def brokers_tagged(run_id: str) -> list[int]:
+    """Live Kafka brokers (java ... kafka.Kafka) whose environment carries this test run's tag."""
     tag = f"{RUN_ID_VAR}={run_id}".encode()
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
-            argv0 = (proc / "cmdline").read_bytes().split(b"\0")[0]
-            if not Path(argv0.decode(errors="replace")).name.startswith("tansu"):
+            if b"kafka.Kafka" not in (proc / "cmdline").read_bytes().split(b"\0"):
                 continue
             if tag in (proc / "environ").read_bytes().split(b"\0"):
                 found.append(int(proc.name))
@@ -83,11 +83,11 @@ def _hermetic_environment() -> Iterator[None]:
         run_id = uuid.uuid4().hex
         patch.setenv(RUN_ID_VAR, run_id)
         yield
-        leftovers = tansu_processes_tagged(run_id)
+        leftovers = brokers_tagged(run_id)
         for pid in leftovers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        assert not leftovers, f"the tests left tansu brokers running (killed now): {leftovers}"
+        assert not leftovers, f"the tests left Kafka brokers running (killed now): {leftovers}"
 
 
 @functools.cache
@@ -178,7 +178,7 @@ def kafka_bootstrap(
         with _kafka_container() as servers:
             yield servers
     else:
-        settings = make_settings(data_dir=tmp_path_factory.mktemp("tansu"))
+        settings = make_settings(data_dir=tmp_path_factory.mktemp("kafka"))
         with broker.LocalBroker(settings) as local:
             yield local.bootstrap_servers
 

@@ -1,11 +1,15 @@
-"""The local tansu broker: start, answer Kafka requests, record state, stop with nothing left."""
+"""The local Apache Kafka broker: start, serve, record state, stop with nothing left, and keep
+every topic, message and committed offset across a stop, a kill -9 and a restart."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,8 @@ import pytest
 from mbo_core import broker, kafka
 from mbo_core.errors import MboError
 from mbo_core.settings import Settings
+from mbo_core.topics import TopicSpec, ensure_topics
+from tests.api.pipeline import wait_until
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.integration
@@ -105,11 +111,18 @@ def test_fixed_port_is_used(tmp_path: Path) -> None:
 
 
 def test_broker_that_cannot_start_is_reported(tmp_path: Path) -> None:
-    fake = tmp_path / "tansu"
-    fake.write_text("#!/bin/sh\necho 'tansu: cannot start' >&2\nexit 3\n")
+    fake = tmp_path / "java"
+    fake.write_text("#!/bin/sh\necho 'java: cannot start' >&2\nexit 3\n")
     fake.chmod(0o755)
-    settings = make_settings(data_dir=tmp_path / "data", broker={"binary": str(fake)})
-    with pytest.raises(MboError, match=r"exited with code 3.*cannot start"):
+    settings = make_settings(data_dir=tmp_path / "data", broker={"java": str(fake)})
+    with pytest.raises(MboError, match=r"storage .* failed: java: cannot start"):
+        broker.start_broker(settings, detach=False)
+    assert not broker.state_file(settings).exists()
+
+
+def test_missing_kafka_install_says_how_to_get_it(tmp_path: Path) -> None:
+    settings = make_settings(data_dir=tmp_path / "data", broker={"kafka_libs": str(tmp_path)})
+    with pytest.raises(MboError, match=r"Apache Kafka is not installed in .*make setup"):
         broker.start_broker(settings, detach=False)
 
 
@@ -138,12 +151,13 @@ def test_bootstrap_servers_without_broker_or_setting_says_what_to_do(settings: S
 
 
 def test_state_file_of_a_recycled_pid_is_not_trusted(settings: Settings) -> None:
-    # Our own pid is alive but is not a tansu listening on that port.
+    # Our own pid is alive but is not a broker started with that config file.
     fake = broker.BrokerState(
         pid=os.getpid(),
         host="127.0.0.1",
         port=broker.free_port(),
-        binary="tansu",
+        controller_port=broker.free_port(),
+        config_file=str(settings.data_dir / "kafka" / "server.properties"),
         log_file="",
         started_at=0.0,
     )
@@ -152,3 +166,85 @@ def test_state_file_of_a_recycled_pid_is_not_trusted(settings: Settings) -> None
     assert not broker.broker_status(settings).process_alive
     assert broker.stop_broker(settings) == fake  # removes the record, signals nobody
     assert not broker.state_file(settings).exists()
+
+
+MESSAGES = 200
+
+
+async def _produce(settings: Settings, topic: str, first: int, count: int) -> None:
+    producer = kafka.make_producer(settings, "test-durable")
+    await producer.start()
+    try:
+        for index in range(first, first + count):
+            await producer.send(topic, key=str(index % 3).encode(), value=b"m%d" % index)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _consume_all(settings: Settings, topic: str, group: str, *, commit: bool) -> list[bytes]:
+    """Every message of `topic` from the group's committed offsets (earliest without), the
+    group's commits optionally moved to the end."""
+    consumer = kafka.make_consumer(settings, "test-durable", topic, group_id=group)
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        ends = await kafka.partition_ends(settings, topic)
+
+        async def caught_up() -> bool:
+            assigned = consumer.assignment()
+            for tp in assigned:
+                if await consumer.position(tp) < ends[tp.partition]:
+                    return False
+            return len(assigned) == len(ends)
+
+        deadline = time.monotonic() + 30
+        while not await caught_up():
+            assert time.monotonic() < deadline, f"read {len(values)} messages"
+            batches = await consumer.getmany(timeout_ms=500)
+            values.extend(m.value for messages in batches.values() for m in messages if m.value)
+        if commit:
+            await consumer.commit()
+    finally:
+        await consumer.stop()
+    return values
+
+
+def test_topics_messages_and_offsets_survive_stop_and_kill_9(settings: Settings) -> None:
+    topic, group = "durable", "durable-group"
+    with broker.LocalBroker(settings) as local:
+        first_port = local.state.port
+        on_broker = make_settings(
+            data_dir=settings.data_dir, kafka={"bootstrap_servers": local.bootstrap_servers}
+        )
+        asyncio.run(ensure_topics(on_broker, [TopicSpec(topic, 3, 1)]))
+        asyncio.run(_produce(on_broker, topic, 0, MESSAGES // 2))
+        read = asyncio.run(_consume_all(on_broker, topic, group, commit=True))
+        assert sorted(read) == sorted(b"m%d" % i for i in range(MESSAGES // 2))
+    # A clean stop, then a start on the same data dir: same port, same data.
+    with broker.LocalBroker(settings) as local:
+        assert local.state.port == first_port
+        asyncio.run(_produce(on_broker, topic, MESSAGES // 2, MESSAGES // 2))
+        old_pid = local.state.pid
+        os.kill(old_pid, signal.SIGKILL)
+        wait_until(lambda: local.exit_code() is not None, 10, "the killed broker's exit")
+        assert local.restart_if_exited()
+        assert local.restarts == 1 and local.state.pid != old_pid
+        assert local.state.port == first_port
+        assert not local.restart_if_exited()  # alive: nothing to do
+        ends = asyncio.run(kafka.partition_ends(on_broker, topic))
+        assert sum(ends.values()) == MESSAGES
+        # The group resumes at its committed offsets: only the second half is new to it.
+        resumed = asyncio.run(_consume_all(on_broker, topic, group, commit=False))
+        assert sorted(resumed) == sorted(b"m%d" % i for i in range(MESSAGES // 2, MESSAGES))
+        # And everything is there for a reader from the start.
+        everything = asyncio.run(_consume_all(on_broker, topic, "another-group", commit=False))
+        assert sorted(everything) == sorted(b"m%d" % i for i in range(MESSAGES))
+        restarted = local.state
+    _assert_gone(restarted)
+
+
+def test_cluster_ids_are_kafka_uuids_that_no_command_line_mistakes_for_an_option() -> None:
+    ids = {broker.new_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(i) == 22 and not i.startswith("-") for i in ids)

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from mbo_core.errors import MboError
 from mbo_core.kafka import (
+    committed_offsets,
     consumer_kwargs,
     faust_app_kwargs,
     make_consumer,
     make_producer,
+    partition_ends,
     producer_kwargs,
 )
 from mbo_core.settings import Settings
@@ -29,16 +30,17 @@ PARTITIONS = 3
 PHASE_TIMEOUT_S = 20.0
 
 
-def test_producer_options_never_need_idempotence() -> None:
+def test_producer_is_idempotent_with_acks_all() -> None:
     options = producer_kwargs(make_settings(**EXTERNAL), "producer")
     assert options["bootstrap_servers"] == "kafka-1:9092,kafka-2:9092"
     assert options["client_id"] == "mbo-producer"
-    assert options["enable_idempotence"] is False
-    assert "transactional_id" not in options
     assert options["acks"] == "all"
+    assert options["enable_idempotence"] is True
+    assert "transactional_id" not in options
     assert options["compression_type"] is None
-    leader_only = make_settings(kafka={**EXTERNAL["kafka"], "acks": "1"})
-    assert producer_kwargs(leader_only, "producer")["acks"] == 1
+    # Kafka refuses idempotence without acks=all: leader-only acks turn it off.
+    leader_only = producer_kwargs(make_settings(kafka={**EXTERNAL["kafka"], "acks": "1"}), "p")
+    assert (leader_only["acks"], leader_only["enable_idempotence"]) == (1, False)
 
 
 def test_consumer_options_start_earliest_and_commit_by_hand() -> None:
@@ -71,14 +73,6 @@ def test_sasl_ssl_options() -> None:
     assert options["sasl_mechanism"] == "SCRAM-SHA-512"
     assert (options["sasl_plain_username"], options["sasl_plain_password"]) == ("pipeline", "pw")
     assert options["ssl_context"] is not None
-
-
-def test_unsafe_overrides_are_refused() -> None:
-    settings = make_settings(**EXTERNAL)
-    with pytest.raises(MboError, match="latest"):
-        make_consumer(settings, "c", "topic", group_id="g", auto_offset_reset="latest")
-    with pytest.raises(MboError, match="idempotent"):
-        make_producer(settings, "p", enable_idempotence=True)
 
 
 def test_faust_options_are_accepted_by_faust() -> None:
@@ -122,7 +116,6 @@ async def _consume(
 ) -> tuple[list[Record], dict[int, int]]:
     """Read through the group, committing after each batch; stop once `stop_after` messages
     were read (counting `already`). Returns what was read and the committed offsets."""
-    # Not "until the latest offset": tansu reports a wrong one after batched produce.
     consumer = make_consumer(settings, "test-consumer", topic, group_id=group)
     await consumer.start()
     seen: list[Record] = []
@@ -143,7 +136,6 @@ async def _consume(
                 if already + len(seen) >= stop_after:
                     break
         for partition in range(PARTITIONS):
-            # Ask with explicit partitions (a group-wide offsets request crashes on tansu).
             offset = await consumer.committed(TopicPartition(topic, partition))
             if partition in committed:
                 assert offset == committed[partition]
@@ -197,3 +189,8 @@ def test_group_consumer_commits_and_a_new_member_resumes(infra_settings: Setting
             if k == key and p == partition
         ]
         assert indexes == sorted(indexes)
+
+    # End offsets (ListOffsets "latest") and the group's committed offsets, as `mbo run` reads them.
+    ends = asyncio.run(partition_ends(infra_settings, topic))
+    assert sum(ends.values()) == MESSAGES
+    assert asyncio.run(committed_offsets(infra_settings, group, topic, sorted(ends))) == ends

@@ -128,10 +128,9 @@ def test_profiles_change_defaults(
     assert settings.kafka.session_timeout_ms == expected["session"]
     assert settings.kafka.heartbeat_interval_ms == expected["heartbeat"]
     assert settings.kafka.request_timeout_ms > settings.kafka.session_timeout_ms
-    # The local broker answers held fetches only at the deadline: dev's processor waits
-    # briefly; every other consumer waits 100 ms, as held fetches cost that broker CPU.
-    assert settings.kafka.processor_fetch_max_wait_ms == (10 if profile == "dev" else 100)
-    assert settings.kafka.fetch_max_wait_ms == 100
+    # Kafka answers a held fetch when data arrives: the wait bounds idle polling only.
+    assert settings.kafka.processor_fetch_max_wait_ms == 500
+    assert settings.kafka.fetch_max_wait_ms == 500
     assert settings.topics.replication_factor == expected["replication"]
     assert settings.log.format == expected["log"]
 
@@ -254,10 +253,10 @@ def test_unknown_variable_is_refused_with_a_suggestion(
 
 
 def test_empty_variable_means_unset(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MBO_BROKER__BINARY", "")
+    monkeypatch.setenv("MBO_BROKER__JAVA", "")
     monkeypatch.setenv("MBO_KAFKA__BOOTSTRAP_SERVERS", "")
     settings = load_settings()
-    assert settings.broker.binary is None
+    assert settings.broker.java is None
     assert settings.kafka.bootstrap_servers is None
 
 
