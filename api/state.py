@@ -1,8 +1,9 @@
 """The API's in-memory view of the live topics: per book, the newest snapshot and the newest BBO.
 
 A background task (`consume_live`) reads `mbo.bbo` and `mbo.snapshots` without a consumer
-group, every partition from its beginning (never "latest": the local broker gets it wrong, and
-a restarted API must rebuild its state anyway), and folds each message into `LiveState`.
+group, every partition from its beginning (a restarted API must rebuild its state anyway), and
+folds each message into `LiveState`; it reports caught up once it has read the ends it saw at
+start.
 
 Books are keyed by (instrument_id, publisher_id), publisher_id None being the consolidated book
 of an instrument with several publishers. The latest book and the latest BBO are kept apart on
@@ -314,38 +315,25 @@ async def consume_live(settings: Settings, state: LiveState, stop: asyncio.Event
 
 async def _consume(settings: Settings, state: LiveState, stop: asyncio.Event) -> None:
     # Imported here: `import api.state` stays cheap for code that only reads the state.
-    from mbo_core.kafka import make_consumer  # noqa: PLC0415
+    from mbo_core.kafka import make_consumer, topic_partitions  # noqa: PLC0415
     from mbo_core.topics import ensure_topics  # noqa: PLC0415
 
-    topics = (settings.topics.bbo.name, settings.topics.snapshots.name)
     await ensure_topics(settings)
+    tps = await topic_partitions(settings, settings.topics.bbo.name, settings.topics.snapshots.name)
     consumer = make_consumer(settings, "api-live", group_id=None)
     await consumer.start()
     try:
-        await consumer.topics()
-        tps = [
-            TopicPartition(topic, partition)
-            for topic in topics
-            for partition in sorted(consumer.partitions_for_topic(topic) or ())
-        ]
-        if not tps:
-            raise MboError(f"no partitions found for {topics}")
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         started = time.monotonic()
-        targets: dict[TopicPartition, int] | None = None
+        # The ends at start are what the state catches up to before it reports ready.
+        targets: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         while not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200, max_records=2000)
             for tp, records in batches.items():
                 MESSAGES_IN.labels(stage=STAGE, topic=tp.topic).inc(len(records))
                 await _apply_all(state, records)
-            if targets is None:
-                # The first high watermarks (from fetches, never ListOffsets "latest") are
-                # the ends to catch up to.
-                marks = {tp: consumer.highwater(tp) for tp in tps}
-                if all(mark is not None for mark in marks.values()):
-                    targets = {tp: mark for tp, mark in marks.items() if mark is not None}
-            if targets is not None and not state.caught_up.is_set():
+            if not state.caught_up.is_set():
                 positions = [await consumer.position(tp) for tp in targets]
                 if all(p >= e for p, e in zip(positions, targets.values(), strict=True)):
                     state.caught_up.set()

@@ -1,21 +1,26 @@
-"""The local broker's latency floor and how its CPU grows with what it stores.
+"""The local broker's one-hop latency, its CPU per pipeline record, and how that CPU grows with
+what it stores.
 
-    poetry run python -m bench.broker [--waits 100,20,10,5] [--messages 300] [--every-ms 10]
+    poetry run python -m bench.broker [--waits 500,100,10] [--messages 300] [--every-ms 10]
+                                      [--throughput-messages 2000] [--records-per-message 1024]
                                       [--growth-seconds 60] [--growth-rate 200]
                                       [--growth-bytes 50000] [--growth-partitions 8]
 
-Starts the local broker (tansu) in a temporary data dir, then:
+Starts the local broker (Apache Kafka, mbo_core.broker) in a temporary data dir, then:
 
 1. hop: for each MBO_KAFKA__FETCH_MAX_WAIT_MS value, sends --messages small messages one every
    --every-ms with an aiokafka producer (linger 0) and receives them with a plain aiokafka
-   consumer: latency from send to receipt, p50/p90/p99. On Apache Kafka a held fetch is answered
-   as soon as data arrives; the local broker answers when the wait runs out, which makes the
-   wait a floor under every hop (docs/infrastructure.md).
-2. growth (--growth-seconds > 0): a producer sends --growth-rate messages/s of --growth-bytes
+   consumer: latency from send to receipt, p50/p90/p99. Kafka answers a held fetch as soon as
+   data arrives, so the wait should not show in the latency (tansu, the broker before, answered
+   only when the wait ran out: docs/infrastructure.md).
+2. throughput: --throughput-messages messages of --records-per-message 56-byte records (the
+   pipeline's records messages) produced flat out over 8 partitions and consumed once: the
+   broker's CPU-µs per record and per message, and records/s.
+3. growth (--growth-seconds > 0): a producer sends --growth-rate messages/s of --growth-bytes
    each, round-robin over --growth-partitions partitions, and one consumer (10 ms fetch wait)
    follows: the broker's CPU (cores) in each 5 s window at constant traffic, against the
-   messages it holds. tansu's memory storage costs more per request the more batches a
-   partition holds, so a long run of the pipeline on it slows down by itself.
+   messages it holds. A broker whose cost per request grows with what it stores slows a long
+   run of the pipeline down by itself (tansu's memory storage did).
 
 Prints one JSON object.
 """
@@ -26,6 +31,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -34,12 +41,15 @@ from typing import Any
 import numpy as np
 
 from bench.procstat import cpu_seconds
-from mbo_core.broker import LocalBroker
+from mbo_core.broker import LocalBroker, kafka_version
 from mbo_core.kafka import make_consumer, make_producer
 from mbo_core.settings import Settings
 from mbo_core.topics import TopicSpec, ensure_topics
 
 TOPIC = "bench.hop"
+THROUGHPUT_TOPIC = "bench.throughput"
+THROUGHPUT_PARTITIONS = 8
+RECORD_BYTES = 56
 GROWTH_TOPIC = "bench.growth"
 GROWTH_WINDOW_S = 5.0
 
@@ -72,6 +82,49 @@ async def hop(settings: Settings, messages: int, every_s: float) -> dict[str, An
     latency = np.array(received)
     p50, p90, p99 = (round(float(np.percentile(latency, q)), 2) for q in (50, 90, 99))
     return {"received": len(latency), "p50_ms": p50, "p90_ms": p90, "p99_ms": p99}
+
+
+async def throughput(
+    settings: Settings, pid: int, *, messages: int, records_per_message: int
+) -> dict[str, Any]:
+    """Broker CPU while `messages` records messages are produced flat out and consumed once."""
+    producer = make_producer(settings, "bench-throughput")
+    consumer = make_consumer(settings, "bench-throughput", THROUGHPUT_TOPIC, group_id=None)
+    value = b"r" * (RECORD_BYTES * records_per_message)
+    await producer.start()
+    await consumer.start()
+    try:
+        cpu_before = cpu_seconds(pid)
+        started = time.perf_counter()
+        deliveries = [
+            await producer.send(
+                THROUGHPUT_TOPIC, value, key=b"%d" % i, partition=i % THROUGHPUT_PARTITIONS
+            )
+            for i in range(messages)
+        ]
+        await asyncio.gather(*deliveries)
+        produced_s = time.perf_counter() - started
+        received = 0
+        deadline = time.monotonic() + 300
+        while received < messages and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000)
+            received += sum(len(batch) for batch in batches.values())
+        seconds = time.perf_counter() - started
+        broker_cpu = cpu_seconds(pid) - cpu_before
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    records = messages * records_per_message
+    return {
+        "messages": messages,
+        "records": records,
+        "received_messages": received,
+        "produce_records_per_s": round(records / produced_s),
+        "produce_and_consume_records_per_s": round(records / seconds),
+        "broker_cpu_seconds": round(broker_cpu, 3),
+        "broker_cpu_us_per_record": round(broker_cpu / records * 1e6, 3),
+        "broker_cpu_us_per_message": round(broker_cpu / messages * 1e6, 1),
+    }
 
 
 async def growth(
@@ -131,26 +184,51 @@ def _on_broker(base: Settings, bootstrap_servers: str, *, fetch_max_wait_ms: int
     return base.model_copy(update={"kafka": kafka})
 
 
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--waits", default="100,20,10,5", help="fetch waits (ms) to try")
+    parser.add_argument("--waits", default="500,100,10", help="fetch waits (ms) to try")
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--every-ms", type=float, default=10.0)
+    parser.add_argument("--throughput-messages", type=int, default=2000, help="0: skip")
+    parser.add_argument("--records-per-message", type=int, default=1024)
     parser.add_argument("--growth-seconds", type=float, default=60.0, help="0: skip")
     parser.add_argument("--growth-rate", type=float, default=200.0, help="messages/s")
     parser.add_argument("--growth-bytes", type=int, default=50_000, help="bytes per message")
     parser.add_argument("--growth-partitions", type=int, default=8)
     args = parser.parse_args()
     results: dict[str, Any] = {}
+    flat_out: dict[str, Any] = {}
     windows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-broker-") as tmp:
         base = Settings(_env_file=None, data_dir=Path(tmp))  # type: ignore[call-arg]
+        started_at = time.time()
         with LocalBroker(base) as local:
             for wait in (int(w) for w in args.waits.split(",")):
                 settings = _on_broker(base, local.bootstrap_servers, fetch_max_wait_ms=wait)
                 if not results:
                     asyncio.run(ensure_topics(settings, [TopicSpec(TOPIC, 1, 1)]))
                 results[str(wait)] = asyncio.run(hop(settings, args.messages, args.every_ms / 1e3))
+            started_s = local.state.started_at - started_at
+            rss_mib = _rss_mib(local.state.pid)
+            if args.throughput_messages > 0:
+                settings = _on_broker(base, local.bootstrap_servers, fetch_max_wait_ms=500)
+                spec = TopicSpec(THROUGHPUT_TOPIC, THROUGHPUT_PARTITIONS, 1)
+                asyncio.run(ensure_topics(settings, [spec]))
+                flat_out = asyncio.run(
+                    throughput(
+                        settings,
+                        local.state.pid,
+                        messages=args.throughput_messages,
+                        records_per_message=args.records_per_message,
+                    )
+                )
             if args.growth_seconds > 0:
                 settings = _on_broker(base, local.bootstrap_servers, fetch_max_wait_ms=10)
                 spec = TopicSpec(GROWTH_TOPIC, args.growth_partitions, 1)
@@ -165,11 +243,23 @@ def main() -> None:
                         partitions=args.growth_partitions,
                     )
                 )
+            # Back after kill -9, with everything above stored: log recovery and re-registration.
+            os.kill(local.state.pid, signal.SIGKILL)
+            while local.exit_code() is None:
+                time.sleep(0.01)
+            killed_at = time.monotonic()
+            local.restart_if_exited()
+            restart_s = time.monotonic() - killed_at
     print(
         json.dumps(
             {
+                "broker": f"Apache Kafka {kafka_version(base)}",
+                "restart_after_kill_9_seconds": round(restart_s, 2),
+                "start_seconds": round(started_s, 2),
+                "rss_mib_after_start": rss_mib,
                 "every_ms": args.every_ms,
                 "by_fetch_max_wait_ms": results,
+                "throughput": flat_out,
                 "growth": {
                     "rate": args.growth_rate,
                     "bytes": args.growth_bytes,

@@ -113,6 +113,8 @@ def _stage_name(argv: list[bytes]) -> str:
         if name == "api" and "--with-sink" in stage:
             return "api+sink"
         return "mbo run" if name == "run" else name
+    if "kafka.Kafka" in words:
+        return "broker"
     return Path(words[0]).name.split("-")[0] if words else "?"
 
 

@@ -3,7 +3,7 @@
     poetry run python -m bench.producer [--file F] [--records 2000000] [--seconds 5]
                                         [--targets 50000,200000,500000]
 
-Starts its own local broker (tansu, memory storage) in a temporary data dir and stops it at the
+Starts its own local broker (Apache Kafka) in a temporary data dir and stops it at the
 end. Input: FILE (default: the CLX5 sample) replayed with --loop (a Clear of each book between
 copies) to at least --records records flat out, then for each target rate enough copies for
 about --seconds at that rate. Each run writes to its own topic. Prints JSON:

@@ -12,7 +12,7 @@ replaying again would duplicate records under new offsets.
 
 --until-drained waits until every record is reflected everywhere: the producer finished, both
 consumer groups have committed the end of the records topic, and the sink has committed the end
-of the BBO and snapshot topics (ends read from fetch high watermarks, twice alike). Then it stops
+of the BBO and snapshot topics (end offsets read twice alike). Then it stops
 the stages, writes the report and exits 0. Without it, the stages keep running until Ctrl-C.
 """
 

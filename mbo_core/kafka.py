@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 from aiokafka.helpers import create_ssl_context
 
 from mbo_core import broker
@@ -170,6 +171,32 @@ def faust_app_kwargs(settings: Settings) -> dict[str, Any]:
     return options
 
 
+async def described_partitions(admin: AIOKafkaAdminClient, *topics: str) -> dict[str, list[int]]:
+    """The partition numbers of each topic, from the broker (DescribeTopics / Metadata).
+
+    A consumer's own metadata knows only the topics it subscribed to, so code that assigns
+    partitions itself asks here first. MboError for a topic that does not exist.
+    """
+    result: dict[str, list[int]] = {}
+    for described in await admin.describe_topics(list(topics)):
+        name = described["topic"]
+        if described["error_code"] != 0 or not described["partitions"]:
+            raise MboError(f"Kafka topic {name} does not exist")
+        result[name] = sorted(p["partition"] for p in described["partitions"])
+    return result
+
+
+async def topic_partitions(settings: Settings, *topics: str) -> list[TopicPartition]:
+    """Every partition of `topics`, asked once through a short-lived admin client."""
+    admin = make_admin(settings, "metadata")
+    await admin.start()
+    try:
+        described = await described_partitions(admin, *topics)
+    finally:
+        await admin.close()
+    return [TopicPartition(topic, p) for topic in topics for p in described[topic]]
+
+
 class OffsetWatch:
     """End offsets and committed offsets read again and again through one consumer and one
     admin client (`async with OffsetWatch(settings) as watch`): a drain wait asks every half
@@ -221,11 +248,7 @@ class OffsetWatch:
         """The end offset (next offset to be written) of every partition of `topic`."""
         partitions = self._partitions.get(topic)
         if partitions is None:
-            admin = await self._started_admin()
-            (described,) = await admin.describe_topics([topic])
-            if described["error_code"] != 0 or not described["partitions"]:
-                raise MboError(f"Kafka topic {topic} does not exist")
-            partitions = sorted(p["partition"] for p in described["partitions"])
+            partitions = (await described_partitions(await self._started_admin(), topic))[topic]
             self._partitions[topic] = partitions
         consumer = await self._started_consumer()
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
@@ -258,11 +281,14 @@ async def committed_offsets(
 
 
 async def group_members(settings: Settings, group_id: str) -> tuple[str, int]:
-    """(state, member count) of a consumer group, e.g. ("Stable", 2)."""
+    """(state, member count) of a consumer group, e.g. ("Stable", 2); ("Unknown", 0) while the
+    broker has no coordinator for it yet (its offsets topic is made on the first request)."""
     admin = make_admin(settings, "groups")
     await admin.start()
     try:
         (response,) = await admin.describe_consumer_groups([group_id])
+    except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+        return "Unknown", 0
     finally:
         await admin.close()
     for error_code, group, state, _protocol_type, _protocol, members in response.groups:

@@ -141,6 +141,10 @@ def test_compose_services_are_pinned_healthy_and_ordered() -> None:
         assert re.search(r":v?\d+\.\d+\.\d+", image), f"{name}: image {image} is not pinned"
     assert services["kafka"]["image"].startswith("apache/kafka:")
     assert "KAFKA_PROCESS_ROLES" in services["kafka"]["environment"], "Kafka in KRaft mode"
+    # The local broker (infra/kafka/pom.xml, `make setup`) is the same Kafka as the compose one.
+    pom = (REPO / "infra" / "kafka" / "pom.xml").read_text()
+    (local_version,) = re.findall(r"<kafka\.version>([^<]+)</kafka\.version>", pom)
+    assert services["kafka"]["image"] == f"apache/kafka:{local_version}"
     ch_version = services["clickhouse"]["image"].split(":")[1]
     assert int(ch_version.split(".")[0]) >= 25, "ClickHouse 25.x or newer"
     for name, service in services.items():

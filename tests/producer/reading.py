@@ -61,8 +61,8 @@ async def _read(settings: Settings, *, markers: int, messages: int | None) -> li
                     Message(partition.partition, m.offset, m.key, m.value, tuple(m.headers))
                     for m in received
                 )
-        # Nothing beyond what was expected: the high-water mark of each partition read (known
-        # after a fetch; the broker's "latest offset" is not trustworthy) is right after it.
+        # Nothing beyond what was expected: the high-water mark of each partition read is right
+        # after it.
         await consumer.getmany(timeout_ms=200)
         for partition in {m.partition for m in out}:
             last = max(m.offset for m in out if m.partition == partition)

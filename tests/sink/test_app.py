@@ -77,7 +77,6 @@ async def _committed_async(
     consumer = make_consumer(settings, "test-offsets", group_id=settings.kafka.sink_group_id)
     await consumer.start()
     try:
-        # Explicit partitions: a group-wide offsets request crashes the client on tansu.
         return {tp: await consumer.committed(tp) for tp in tps}
     finally:
         await consumer.stop()
