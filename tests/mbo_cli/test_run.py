@@ -292,11 +292,7 @@ def test_broker_killed_twice_mid_replay(
         killed: list[int] = []
         for _ in range(2):
             time.sleep(2)  # records flow through every stage meanwhile
-            broker_pid = wait_until(
-                lambda: json.loads(processes.read_text()).get("broker") not in (None, *killed),
-                120,
-                "a running broker",
-            ) and json.loads(processes.read_text())["broker"]
+            broker_pid = _running_broker(processes, killed)
             os.kill(broker_pid, signal.SIGKILL)
             killed.append(broker_pid)
         _, stderr = run.communicate(timeout=400)
@@ -313,6 +309,17 @@ def test_broker_killed_twice_mid_replay(
     assert _count(data, "SELECT count() AS n FROM mbo_records FINAL") == 38_212
     assert stored_bbo(data) == rows
     assert_final_books(data, finals)
+
+
+def _running_broker(processes: Path, not_these: list[int]) -> int:
+    """The pid of the run's broker once it is none of `not_these` (i.e. restarted)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pid = json.loads(processes.read_text()).get("broker")
+        if pid is not None and pid not in not_these:
+            return int(pid)
+        time.sleep(0.1)
+    raise AssertionError("the supervisor did not restart the broker")
 
 
 def _count(data: Path, query: str) -> int:
