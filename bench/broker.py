@@ -1,7 +1,8 @@
 """The local broker's one-hop latency, its CPU per pipeline record, and how that CPU grows with
 what it stores.
 
-    poetry run python -m bench.broker [--waits 500,100,10] [--messages 300] [--every-ms 10]
+    poetry run python -m bench.broker [--waits 500,100,10] [--messages 1000] [--warmup 200]
+                                      [--every-ms 10]
                                       [--throughput-messages 2000] [--records-per-message 1024]
                                       [--growth-seconds 60] [--growth-rate 200]
                                       [--growth-bytes 50000] [--growth-partitions 8]
@@ -10,9 +11,10 @@ Starts the local broker (Apache Kafka, mbo_core.broker) in a temporary data dir,
 
 1. hop: for each MBO_KAFKA__FETCH_MAX_WAIT_MS value, sends --messages small messages one every
    --every-ms with an aiokafka producer (linger 0) and receives them with a plain aiokafka
-   consumer: latency from send to receipt, p50/p90/p99. Kafka answers a held fetch as soon as
-   data arrives, so the wait should not show in the latency (tansu, the broker before, answered
-   only when the wait ran out: docs/infrastructure.md).
+   consumer: latency from send to receipt, p50/p90/p99, after --warmup messages that are not
+   counted (the JVM compiles its hot paths during the first ones). Kafka answers a held fetch as
+   soon as data arrives, so the wait should not show in the latency (tansu, the broker before,
+   answered only when the wait ran out: docs/infrastructure.md).
 2. throughput: --throughput-messages messages of --records-per-message 56-byte records (the
    pipeline's records messages) produced flat out over 8 partitions and consumed once: the
    broker's CPU-µs per record and per message, and records/s.
@@ -54,7 +56,7 @@ GROWTH_TOPIC = "bench.growth"
 GROWTH_WINDOW_S = 5.0
 
 
-async def hop(settings: Settings, messages: int, every_s: float) -> dict[str, Any]:
+async def hop(settings: Settings, messages: int, every_s: float, warmup: int) -> dict[str, Any]:
     producer = make_producer(settings, "bench-hop", linger_ms=0)
     consumer = make_consumer(settings, "bench-hop", TOPIC, group_id=None)
     await producer.start()
@@ -76,6 +78,7 @@ async def hop(settings: Settings, messages: int, every_s: float) -> dict[str, An
             await producer.send(TOPIC, str(time.perf_counter_ns()).encode(), partition=0)
             await asyncio.sleep(every_s)
         await receiver
+        del received[:warmup]
     finally:
         await consumer.stop()
         await producer.stop()
@@ -194,7 +197,8 @@ def _rss_mib(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--waits", default="500,100,10", help="fetch waits (ms) to try")
-    parser.add_argument("--messages", type=int, default=300)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=200, help="hop messages not counted")
     parser.add_argument("--every-ms", type=float, default=10.0)
     parser.add_argument("--throughput-messages", type=int, default=2000, help="0: skip")
     parser.add_argument("--records-per-message", type=int, default=1024)
@@ -214,7 +218,9 @@ def main() -> None:
                 settings = _on_broker(base, local.bootstrap_servers, fetch_max_wait_ms=wait)
                 if not results:
                     asyncio.run(ensure_topics(settings, [TopicSpec(TOPIC, 1, 1)]))
-                results[str(wait)] = asyncio.run(hop(settings, args.messages, args.every_ms / 1e3))
+                results[str(wait)] = asyncio.run(
+                    hop(settings, args.messages + args.warmup, args.every_ms / 1e3, args.warmup)
+                )
             started_s = local.state.started_at - started_at
             rss_mib = _rss_mib(local.state.pid)
             if args.throughput_messages > 0:
