@@ -250,12 +250,12 @@ async def _fingerprint_at(
 
 
 def _use_fetch_wait(fetch_max_wait_ms: int) -> None:
-    """Make Faust's consumer hold fetches no longer than our other consumers do.
+    """Make Faust's consumer hold fetches as long as MBO_KAFKA__PROCESSOR_FETCH_MAX_WAIT_MS says.
 
-    Faust builds its aiokafka consumer with fetch_max_wait_ms=1500 written into the code, and the
-    local broker holds a fetch for that long before answering: measured, every record reached
-    the agent ~1.4 s after it was sent, whatever the rate. aiokafka reads the value when the
-    consumer starts, so setting it on the consumer Faust has just built is enough.
+    Faust builds its aiokafka consumer with fetch_max_wait_ms=1500 written into the code, with no
+    setting. Kafka answers a held fetch as soon as data arrives, so the value bounds only idle
+    polling; this keeps it a setting like every other consumer's. aiokafka reads the value when
+    the consumer starts, so setting it on the consumer Faust has just built is enough.
     """
     from faust.transport.drivers import aiokafka as faust_aiokafka  # noqa: PLC0415
 

@@ -403,6 +403,11 @@ def _jvm_command(settings: Settings, main_class: str, *args: str) -> list[str]:
         java_executable(settings),
         f"-Xms{heap}",
         f"-Xmx{heap}",
+        # C1 only: on two cores the C2 compiler's threads were the broker's biggest cost in runs
+        # of minutes (2.7 of its 5.7 CPU-s in a 1M-record `mbo run`, against 1.4 s of request
+        # handling); without C2 that run's broker used 2.5 CPU-s, and bench.broker's hop p99
+        # fell from 4.3 to 2.6 ms, its CPU per record from 0.22 to 0.11 us (docs/infrastructure.md).
+        "-XX:TieredStopAtLevel=1",
         # Kafka's own choices (bin/kafka-run-class.sh), and die rather than limp on OOM.
         "-XX:+UseG1GC",
         "-XX:MaxGCPauseMillis=20",
