@@ -12,8 +12,8 @@ rebuilt from an older one or from offset 0, when it was written by other code (a
 code that defines the state), for another records topic, partition, snapshot interval or depth,
 when it does not load, or when the records topic's message at its offset is not the one it
 fingerprinted (the topic was deleted and created again, or the broker's storage was: `mbo run
---fresh` does that). The fingerprint tells two incarnations of a topic apart because every records message
-carries the wall-clock time the producer sent it (the `sent-ns` header).
+--fresh` does that). The fingerprint tells two incarnations of a topic apart because every
+records message carries the wall-clock time the producer sent it (the `sent-ns` header).
 
 Files: `<data dir>/processor/<group id>/checkpoints/<records topic>/<partition>/<next offset>.ckpt`,
 a JSON header line (with a hash of the body) then the pickle, written under a temporary name,
