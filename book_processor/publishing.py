@@ -8,6 +8,12 @@ marker. The output depends only on the sequence of input messages (their content
 never on timing, so a publisher rebuilt by replaying the partition from its start produces
 byte-identical messages (see mbo_core/schemas.py for the formats).
 
+Records reach the engine whole events at a time, each event at its F_LAST's place in the
+partition's stream (`mbo_core.book.events.EventGate`; records of an event still open at the end
+of a message wait for its F_LAST in a later one), so every book of an instrument is consistent
+at every F_LAST: the consolidated book there merges all of them, each at its last consistent
+state, exactly as `mbo book` does, whatever the message boundaries.
+
 Consolidated (publisher_id null) BBO rows are derived from the publishers' own published BBOs:
 the consolidated best price is the best of the publishers' best prices, and its size and count
 sum over the publishers quoting it there, so it can only change when a publisher's BBO does.
@@ -24,6 +30,7 @@ import orjson
 
 from mbo_core.book import QUALITY_FIELDS, BookEngine, BookView
 from mbo_core.book import kernel as k
+from mbo_core.book.events import EventGate
 from mbo_core.json_columns import prices_json
 from mbo_core.schemas import (
     BBO_SCHEMA,
@@ -59,6 +66,7 @@ class BookPublisher:
         self.snapshot_interval_ns = snapshot_interval_ns
         self.snapshot_depth = snapshot_depth
         self.engine = BookEngine()
+        self.gate = EventGate()
         self.next_offset = 0
         self.symbols: dict[int, str] = {}
         self._books_of: dict[int, list[int]] = {}  # instrument -> book indexes
@@ -85,6 +93,10 @@ class BookPublisher:
         self.next_offset = offset + 1
         source = {"partition": self.partition, "offset": offset}
         if message.end_of_stream:
+            # Records of this instrument's events that never closed: counted, never applied.
+            unterminated = self.gate.take_open(instrument_id)
+            if len(unterminated):
+                self.engine.mark_unterminated(unterminated)
             finals = self._final_snapshots(instrument_id)
             return Published(
                 instrument_id=instrument_id,
@@ -95,16 +107,25 @@ class BookPublisher:
                 end_of_stream=True,
             )
         records = message.records
+        ready, origin = self.gate.feed(records)
         snapshots: list[dict[str, Any]] = []
 
-        def snapshot_due(book: int, record_index: int) -> None:
-            snapshots.extend(self._snapshots(book, record_index))
+        def snapshot_due(book: int, ready_index: int) -> None:
+            # An event ends at an F_LAST of this message: its index in the message.
+            snapshots.extend(self._snapshots(book, int(origin[ready_index])))
 
         taps = self.engine.apply_tracked(
-            records,
+            ready,
             snapshot_interval_ns=self.snapshot_interval_ns,
             on_snapshot_due=snapshot_due,
         )
+        if len(taps) and len(ready) and ready is not records:
+            taps[:, k.T_RECORD] = origin[taps[:, k.T_RECORD]]
+        if message.unterminated_tail:
+            # The events still open now never close: counted, never applied.
+            unterminated = self.gate.take_open(instrument_id)
+            if len(unterminated):
+                self.engine.mark_unterminated(unterminated)
         self._index_new_books()
         bbo, rows = self._bbo_message(instrument_id, taps, source, message.sent_ns)
         return Published(
@@ -263,14 +284,14 @@ class BookPublisher:
         out = [self._snapshot(view, record_index, final=False)]
         siblings = self._books_of[view.instrument_id]
         if len(siblings) > 1:
-            observable = [b for b in siblings if self.engine.is_observable(b)]
-            merged = self.engine.consolidated(observable, self.snapshot_depth)
+            # Every sibling is consistent here (whole events only): all of them count.
+            merged = self.engine.consolidated(siblings, self.snapshot_depth)
             out.append(self._snapshot(merged, record_index, final=False))
         return out
 
     def _final_snapshots(self, instrument_id: int) -> list[dict[str, Any]]:
         self._index_new_books()
-        books = [b for b in self._books_of.get(instrument_id, []) if self.engine.is_observable(b)]
+        books = self._books_of.get(instrument_id, [])
         depth = self.snapshot_depth
         out = [self._snapshot(self.engine.view(b, depth), 0, final=True)
                for b in books]  # fmt: skip

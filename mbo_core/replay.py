@@ -1,10 +1,11 @@
 """Replaying MBO records through the book engine: the offline job behind `mbo book`.
 
-Books are read only at F_LAST boundaries. Records of an event that is not closed yet within a
-batch are held back and applied with the next batch (books are independent, so moving one book's
-records later does not change any book's state at any of its F_LAST records, nor the order of
-events). Records of events the stream never closes are counted as `unterminated_event_records`
-and not applied, so the final books are the last observable ones.
+Books are read only at F_LAST boundaries. Records go to the engine whole events at a time, each
+event at its F_LAST's place in the stream (`mbo_core.book.events.EventGate`), so at every F_LAST
+every book of the instrument is at its last consistent state, and the consolidated line there
+merges all of them (a publisher in the middle of an event with its state before that event),
+whatever the batches are. Records of events the stream never closes are counted as
+`unterminated_event_records` and not applied, so the final books are the last observable ones.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mbo_core.book import F_LAST, BookEngine
+from mbo_core.book.events import EventGate
 from mbo_core.schemas import BookJson, book_json, book_sort_key
 
 EventSink = Callable[[BookJson], None]
@@ -54,26 +56,20 @@ class Replayer:
         self.on_event = on_event
         self.records = 0
         self.events = 0
-        self._held_back: np.ndarray | None = None
+        self._gate = EventGate()
         self._books_of_instrument: dict[int, list[int]] = {}
         self._known_books = 0
 
     def feed(self, batch: np.ndarray) -> None:
         self.records += len(batch)
-        if self._held_back is not None and len(self._held_back):
-            batch = np.concatenate([self._held_back, batch])
-        closed = closed_event_mask(batch)
-        if closed.all():
-            ready, self._held_back = batch, None
-        else:
-            ready, self._held_back = batch[closed], batch[~closed]
+        ready, _origin = self._gate.feed(batch)
         self._apply(ready)
 
     def finish(self) -> None:
         """End of stream: records of events never closed are counted, not applied."""
-        if self._held_back is not None and len(self._held_back):
-            self.engine.mark_unterminated(self._held_back)
-            self._held_back = None
+        unterminated = self._gate.take_open()
+        if len(unterminated):
+            self.engine.mark_unterminated(unterminated)
         self._index_new_books()
 
     def _apply(self, records: np.ndarray) -> None:
@@ -94,8 +90,8 @@ class Replayer:
         self.on_event(book_json(view, self.symbols.get(view.instrument_id)))
         siblings = self._books_of_instrument[view.instrument_id]
         if len(siblings) > 1:
-            observable = [b for b in siblings if engine.is_observable(b)]
-            merged = engine.consolidated(observable, self.depth)
+            # Every sibling is consistent here (whole events only): all of them count.
+            merged = engine.consolidated(siblings, self.depth)
             self.on_event(book_json(merged, self.symbols.get(view.instrument_id)))
 
     def _index_new_books(self) -> None:
@@ -122,28 +118,6 @@ class Replayer:
         return ReplayResult(
             source=source, records=self.records, events=self.events, books=self.final_books()
         )
-
-
-def closed_event_mask(records: np.ndarray) -> np.ndarray:
-    """True for records at or before the last F_LAST record of their own book in this array."""
-    n = len(records)
-    keys = records["instrument_id"].astype(np.uint64) << np.uint64(16)
-    keys |= records["publisher_id"].astype(np.uint64)
-    last = (records["flags"] & F_LAST) != 0
-    if n == 0 or (last[-1] and np.all(keys == keys[-1])):
-        return np.ones(n, dtype=bool)
-    positions = np.flatnonzero(last)
-    if len(positions) == 0:
-        return np.zeros(n, dtype=bool)
-    # Last F_LAST position per book: unique over the reversed positions finds last occurrences.
-    rev = positions[::-1]
-    book_keys, first_in_rev = np.unique(keys[rev], return_index=True)
-    last_close = rev[first_in_rev]
-    slot = np.searchsorted(book_keys, keys)
-    slot_clipped = np.minimum(slot, len(book_keys) - 1)
-    has_close = book_keys[slot_clipped] == keys
-    limit = np.where(has_close, last_close[slot_clipped], -1)
-    return np.arange(n) <= limit
 
 
 def replay_batches(

@@ -20,10 +20,16 @@ so one instrument's messages stay in order in one partition):
 * records (`mbo.records`): the value is raw DBN MBO records (rtype 0xA0, 56 bytes each, little
   endian, exactly as in a DBN v1-v3 body: `np.frombuffer(value, mbo_core.records.MBO_DTYPE)` or
   `databento_dbn.DBNDecoder(has_metadata=False)` read it), whole events of ONE instrument in file
-  order (an event is never split across messages; F_LAST ends each event). Headers:
+  order, each ending with an F_LAST record (an instrument with one publisher never has an
+  event split across messages; with several, one publisher's event may go on in the next
+  message while another's closes: consumers hold its records until its F_LAST,
+  mbo_core/book/events.py). Headers:
   `mbo-schema: dbn.mbo`, `dbn-version: 3`, `dataset`, `symbol`, `sent-ns` (producer wall clock
-  at send, ns since the epoch, ASCII), `records` (count, ASCII). End of a replay: an empty value
-  with header `end-of-stream: 1`, one per instrument.
+  at send, ns since the epoch, ASCII), `records` (count, ASCII). Where a file (or one copy of a
+  looped replay) ends mid-event, the instrument's records after its last F_LAST follow as one
+  more message with header `unterminated-tail: 1` (it does not end with F_LAST): source data for
+  the records table, counted as `unterminated_event_records` and never applied to a book. End of
+  a replay: an empty value with header `end-of-stream: 1`, one per instrument.
 * bbo (`mbo.bbo`): one JSON message per records message whose events changed a best level,
   columnar (one array per field, one entry per change, in event order)::
 
@@ -83,6 +89,7 @@ H_SYMBOL = "symbol"
 H_SENT_NS = "sent-ns"
 H_RECORDS = "records"
 H_END_OF_STREAM = "end-of-stream"
+H_UNTERMINATED_TAIL = "unterminated-tail"
 H_PROCESSED_NS = "processed-ns"
 
 
@@ -135,9 +142,14 @@ def instrument_key(instrument_id: int) -> bytes:
 
 
 def records_headers(
-    *, dataset: str, symbol: str | None, sent_ns: int, records: int
+    *,
+    dataset: str,
+    symbol: str | None,
+    sent_ns: int,
+    records: int,
+    unterminated_tail: bool = False,
 ) -> list[tuple[str, bytes]]:
-    return [
+    headers = [
         (H_SCHEMA, RECORDS_SCHEMA.encode()),
         (H_DBN_VERSION, str(DBN_VERSION).encode()),
         (H_DATASET, dataset.encode()),
@@ -145,6 +157,9 @@ def records_headers(
         (H_SENT_NS, str(sent_ns).encode()),
         (H_RECORDS, str(records).encode()),
     ]
+    if unterminated_tail:
+        headers.append((H_UNTERMINATED_TAIL, b"1"))
+    return headers
 
 
 def end_of_stream_headers(
@@ -167,6 +182,9 @@ class RecordsMessage:
     sent_ns: int
     symbol: str | None
     end_of_stream: bool
+    #: The records of the instrument's events still open after this message never close (the
+    #: file, or one copy of a looped replay, ended mid-event): count them, never apply them.
+    unterminated_tail: bool = False
 
 
 def header_map(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, bytes]:
@@ -190,4 +208,5 @@ def decode_records(
         sent_ns=int(h.get(H_SENT_NS, b"0") or 0),
         symbol=symbol,
         end_of_stream=h.get(H_END_OF_STREAM) == b"1",
+        unterminated_tail=h.get(H_UNTERMINATED_TAIL) == b"1",
     )

@@ -72,7 +72,8 @@ ProgressCallback = Callable[[int], None]
 
 @dataclass(frozen=True)
 class ProduceSummary:
-    """What a replay did. records_sent = records_read + clears - unterminated_records."""
+    """What a replay did. records_sent = records_read + clears; unterminated_records of them
+    were sent in unterminated tails (events the file never closes)."""
 
     path: str
     topic: str
@@ -112,7 +113,10 @@ class ProduceSummary:
         if self.clears:
             extras.append(f"{self.clears:,} clear{'s' if self.clears > 1 else ''}")
         if self.unterminated_records:
-            extras.append(f"{self.unterminated_records:,} unterminated records not sent")
+            extras.append(
+                f"{self.unterminated_records:,} records of events the file never closes, sent "
+                "as unterminated tails"
+            )
         tail = f" ({', '.join(extras)})" if extras else ""
         return (
             f"{state}: {self.records_sent:,} records in {self.messages:,} messages "
@@ -213,11 +217,11 @@ class _Sender:
         self._messages_out = MESSAGES_OUT.labels(stage=STAGE, topic=self.topic)
         self._batch_records = BATCH_RECORDS.labels(stage=STAGE)
 
-    async def send(self, chunks: Iterable[Chunk]) -> None:
+    async def send(self, chunks: Iterable[Chunk], *, unterminated_tail: bool = False) -> None:
         for chunk in chunks:
-            await self._send_chunk(chunk)
+            await self._send_chunk(chunk, unterminated_tail=unterminated_tail)
 
-    async def _send_chunk(self, chunk: Chunk) -> None:
+    async def _send_chunk(self, chunk: Chunk, *, unterminated_tail: bool) -> None:
         self.check()
         value = chunk.records.tobytes()
         if len(value) + REQUEST_OVERHEAD_BYTES > self.max_request_size:
@@ -233,6 +237,7 @@ class _Sender:
             symbol=self.symbols.get(chunk.instrument_id),
             sent_ns=sent_ns,
             records=len(chunk),
+            unterminated_tail=unterminated_tail,
         )
         future = await self._produce(instrument_key(chunk.instrument_id), value, headers)
         if self.first_sent_ns is None:
@@ -340,6 +345,15 @@ class _Replay:
     def elapsed(self) -> float:
         return self._loop.time() - self._start
 
+    async def _send_unfinished(self) -> None:
+        """The records of events the copy never closed, after every complete chunk, each
+        instrument's as one message flagged as an unterminated tail: raw records for the
+        records table, counted and not applied by the processor."""
+        await self.sender.send(self.chunker.flush())
+        for tail in self.chunker.take_unfinished():
+            self.unterminated += len(tail)
+            await self.sender.send([tail], unterminated_tail=True)
+
     async def run(self) -> ProduceSummary:
         PRODUCER_RATE.set(self.pacing.rate or 0)
         log.info(
@@ -369,14 +383,14 @@ class _Replay:
                 break
             self.copies += 1
             # Events the file never closes: the next copy (or the end) must not close them.
-            self.unterminated += self.chunker.drop_unfinished()
+            await self._send_unfinished()
             self.pacer.end_copy()
             if copy < self.loops - 1:
                 clears = clear_records(self.books)
                 self.clears += len(clears)
                 await self.sender.send(self.chunker.feed(clears, self.elapsed()))
         if interrupted:
-            self.unterminated += self.chunker.drop_unfinished()
+            await self._send_unfinished()
         await self.sender.send(self.chunker.flush())
         if not interrupted:
             await self.sender.end_of_stream(sorted({key[0] for key in self.books}))

@@ -11,8 +11,9 @@ event whose F_LAST has not arrived yet stay buffered (across feeds) until it doe
 `feed` returns only chunks that are full (the next event of that instrument would not fit);
 `flush` also returns the open, not yet full chunks, of every instrument or of those whose
 oldest buffered record was fed at or before a deadline (the producer's linger). At the end of
-a stream, `drop_unfinished` discards the records of events that never got their F_LAST: the
-book engine would not apply them either, so sending them would suggest a complete event.
+a stream (or of one copy of a looped replay), `take_unfinished` hands over, per instrument, the
+records after its last F_LAST: they are source data and go to the topic as a last chunk flagged
+as an unterminated tail, which the processor counts and never applies.
 
 All bookkeeping is numpy over the whole buffer (stable sort by instrument, F_LAST positions,
 searchsorted); Python only loops over the chunks it emits.
@@ -37,7 +38,8 @@ SIDE_NONE = ord("N")
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """Whole events of one instrument, in file order; the last record is flagged F_LAST."""
+    """Whole events of one instrument, in file order; the last record is flagged F_LAST, except
+    in an unterminated tail (`Chunker.take_unfinished`)."""
 
     instrument_id: int
     records: np.ndarray  # MBO_DTYPE
@@ -107,22 +109,25 @@ class Chunker:
             return []
         return self._cut(flush_before=opened_by, flush_all=opened_by is None)
 
-    def drop_unfinished(self) -> int:
-        """Discard records of events without their F_LAST yet; returns how many were dropped.
+    def take_unfinished(self) -> list[Chunk]:
+        """Remove and return, one chunk per instrument, the records after its last F_LAST
+        (events that never closed); call `flush` first, the chunks of complete events go before.
 
-        Open chunks of complete events stay buffered (flush sends them).
+        Unlike other chunks, these do not end with an F_LAST record.
         """
         if not len(self._pending):
-            return 0
-        groups = _groups(self._pending)
-        keep = np.zeros(len(self._pending), dtype=bool)
-        for start, done in zip(groups.starts.tolist(), groups.complete_ends.tolist(), strict=True):
-            keep[start:done] = True
-        dropped = int(len(keep) - np.count_nonzero(keep))
-        if dropped:
-            self._pending = _take(self._pending, keep)
-            self._times = self._times[keep]
-        return dropped
+            return []
+        groups = _groups(self._pending, self._times)
+        tails: list[Chunk] = []
+        keep = np.ones(len(groups.records), dtype=bool)
+        for done, end in zip(groups.complete_ends.tolist(), groups.ends.tolist(), strict=True):
+            if done < end:
+                tail = groups.records[done:end].copy()
+                tails.append(Chunk(int(tail["instrument_id"][0]), tail))
+                keep[done:end] = False
+        self._pending = _take(groups.records, keep)
+        self._times = groups.times[keep] if len(groups.times) else groups.times
+        return tails
 
     def _cut(self, *, flush_before: float | None, flush_all: bool) -> list[Chunk]:
         groups = _groups(self._pending, self._times)

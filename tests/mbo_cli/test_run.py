@@ -237,6 +237,69 @@ def test_generated_instruments_on_two_workers(tmp_path: Path) -> None:
         assert "taking partition" in (logs / f"{worker}.log").read_text(), worker
 
 
+def test_several_publishers_and_an_open_tail_equal_mbo_book(tmp_path: Path) -> None:
+    """Interleaved publishers of each instrument, and a file that ends mid-event: every raw
+    record in ClickHouse, the BBO rows (consolidated ones too) and the final books are what
+    `mbo book` computes, and the open records are counted alike."""
+    source = tmp_path / "tail.dbn"
+    subprocess.run(
+        [MBO, "generate", "--instruments", "2", "--records", "20000", "--publishers", "3",
+         "--seed", "17", "-o", str(source)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    records = np.concatenate(list(open_mbo(source).batches()))
+    tail = records[-3:].copy()  # new orders of the last record's book, never closed
+    tail["action"], tail["side"], tail["flags"] = ord("A"), ord("B"), 0
+    tail["order_id"] = records["order_id"].max() + 1 + np.arange(3, dtype=np.uint64)
+    tail["size"] = 1
+    with source.open("ab") as dbn:  # a plain .dbn: the body is the records after the metadata
+        dbn.write(tail.tobytes())
+    total = len(records) + 3
+    book = json.loads(
+        subprocess.run([MBO, "book", str(source), "--events", str(tmp_path / "events.jsonl")],
+                       capture_output=True, text=True, check=True, timeout=300).stdout
+    )  # fmt: skip
+    report, data = mbo_run(tmp_path, source)
+    assert report["rows"]["mbo_records"] == total
+    assert stored_bbo(data) == _bbo_rows_of_book_events(tmp_path / "events.jsonl")
+    finals = {(b["instrument_id"], b["publisher_id"] or 0): b for b in book["books"]}
+    assert sum(1 for key in finals if key[1] == 0) == 2  # both instruments consolidated
+    assert_final_books(data, finals)
+    quality = sql(data, "SELECT instrument_id, publisher_id, quality['unterminated_event_records']"
+                        " AS n FROM book_snapshots FINAL WHERE final")  # fmt: skip
+    for row in quality:
+        expected = finals[(row["instrument_id"], row["publisher_id"])]["quality"]
+        assert row["n"] == expected["unterminated_event_records"]
+    assert sum(r["n"] for r in quality if r["publisher_id"] != 0) == 3
+
+
+def _bbo_rows_of_book_events(events: Path) -> list[tuple[Any, ...]]:
+    """The BBO rows a processor publishes, derived from `mbo book --events`: per book (and per
+    consolidated book), a row wherever the best levels differ from its previous line's."""
+
+    def top(side: list[dict[str, Any]]) -> tuple[Any, ...]:
+        return (parse_price(side[0]["price"]), side[0]["size"], side[0]["count"]) if side \
+            else (None, 0, 0)  # fmt: skip
+
+    empty = ((None, 0, 0), (None, 0, 0))
+    previous: dict[tuple[int, int], Any] = {}
+    rows: list[tuple[Any, int, tuple[Any, ...]]] = []
+    for index, line in enumerate(events.read_text().splitlines()):
+        e = orjson.loads(line)
+        key = (e["instrument_id"], e["publisher_id"] or 0)
+        best = (top(e["bids"]), top(e["asks"]))
+        # A publisher's first row is its first change from an empty book; a consolidated
+        # book's is its first line.
+        if best != previous.get(key, empty if key[1] else None):
+            bid, ask = best
+            row = (key[0], key[1], e["ts_event"], e["ts_recv"], e["sequence"], *bid, *ask,
+                   e["crossed"], e["locked"])  # fmt: skip
+            rows.append((key[0], index, row))
+        previous[key] = best
+    # ClickHouse's order (BBO_SQL): by instrument, then stream position (consolidated last).
+    return [row for _, _, row in sorted(rows, key=lambda r: (r[0], r[1]))]
+
+
 def test_processor_and_sink_killed_mid_replay(
     tmp_path: Path,
     clx5_offline: tuple[list[tuple[Any, ...]], dict[tuple[int, int], dict[str, Any]]],

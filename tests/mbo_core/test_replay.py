@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mbo_core.dbn import open_mbo
-from mbo_core.replay import closed_event_mask, replay_batches
+from mbo_core.replay import replay_batches
 from mbo_core.schemas import BookJson
 from tests.paths import CLX5
 from tests.records import PX, add, cancel, to_array
@@ -82,17 +82,3 @@ def test_multi_publisher_instrument_gets_consolidated_lines_and_book() -> None:
     assert events[2]["bids"] == [{"price": "100", "size": 5, "count": 2}]
     assert [b["publisher_id"] for b in result["books"]] == [1, 2, None]
     assert result["books"][2]["asks"] == [{"price": "101", "size": 4, "count": 1}]
-
-
-def test_closed_event_mask_per_book() -> None:
-    recs = to_array(
-        [
-            add("B", PX, 1, 1, flags=0, instrument_id=1),
-            add("B", PX, 1, 2, instrument_id=2),
-            add("B", PX, 1, 3, instrument_id=1),
-            add("B", PX, 1, 4, flags=0, instrument_id=2),
-            add("B", PX, 1, 5, flags=0, instrument_id=3),
-        ]
-    )
-    assert closed_event_mask(recs).tolist() == [True, True, True, False, False]
-    assert closed_event_mask(recs[:0]).tolist() == []

@@ -90,14 +90,15 @@ def test_an_unfinished_event_waits_for_its_f_last_across_feeds() -> None:
     assert positions([chunk]) == [2, 3, 4]
 
 
-def test_an_unterminated_tail_is_dropped_and_counted_never_sent() -> None:
+def test_an_unterminated_tail_is_handed_over_after_the_complete_chunks() -> None:
     chunker = Chunker(10)
     records = stream([1, 1, 2, 1, 2, 2], [True, False, False, False, True, False])
     assert chunker.feed(records) == []
-    assert chunker.drop_unfinished() == 3  # instrument 1: positions 1, 3; instrument 2: 5
     chunks = chunker.flush()
     assert {chunk.instrument_id: positions([chunk]) for chunk in chunks} == {1: [0], 2: [2, 4]}
-    assert chunker.drop_unfinished() == 0
+    tails = chunker.take_unfinished()  # instrument 1: positions 1, 3; instrument 2: 5
+    assert {tail.instrument_id: positions([tail]) for tail in tails} == {1: [1, 3], 2: [5]}
+    assert chunker.take_unfinished() == []
     assert chunker.pending_records == 0
 
 
@@ -110,8 +111,8 @@ def test_interleaved_instruments_keep_their_own_order() -> None:
     chunks: list[Chunk] = []
     for part in np.array_split(records, 7):
         chunks += chunker.feed(part)
-    chunker.drop_unfinished()
     chunks += chunker.flush()
+    chunker.take_unfinished()
     for instrument_id in (11, 22, 33):
         mine = [chunk for chunk in chunks if chunk.instrument_id == instrument_id]
         assert all((chunk.records["instrument_id"] == instrument_id).all() for chunk in mine)
@@ -214,8 +215,9 @@ def test_chunks_are_exactly_each_instruments_complete_events_in_order(
         position += take
         if flush_at is not None:
             chunks += chunker.flush(opened_by=flush_at)
-    dropped = chunker.drop_unfinished()
     chunks += chunker.flush()
+    tails = chunker.take_unfinished()
+    dropped = sum(len(tail) for tail in tails)
     assert chunker.pending_records == 0
 
     is_last = (records["flags"] & F_LAST) != 0
@@ -227,6 +229,8 @@ def test_chunks_are_exactly_each_instruments_complete_events_in_order(
         expected_dropped += len(mine) - len(complete)
         sent = [chunk for chunk in chunks if chunk.instrument_id == instrument_id]
         assert positions(sent) == complete.tolist()
+        tail = [t for t in tails if t.instrument_id == instrument_id]
+        assert positions(tail) == mine[len(complete) :].tolist()
     assert dropped == expected_dropped
     for chunk in chunks:
         flags = chunk.records["flags"] & F_LAST
