@@ -164,7 +164,9 @@ class _Reference:
         if not int(r["flags"]) & 128:
             return []
         self.consistent[book] = dict(orders)
-        lines = [(book[1], *self._sides([self.consistent[book]]))]
+        lines: list[tuple[int | None, Side, Side]] = [
+            (book[1], *self._sides([self.consistent[book]]))
+        ]
         siblings = [s for (i, _p), s in self.consistent.items() if i == book[0]]
         if len(siblings) > 1:
             lines.append((None, *self._sides(siblings)))
@@ -195,7 +197,8 @@ def _streams(draw: st.DrawFn) -> list[Rec]:
             size = draw(st.integers(1, 4))
             for i in range(size):
                 flags = 128 if i == size - 1 else 0
-                if resting and draw(st.booleans()):
+                cancels: bool = draw(st.booleans())
+                if resting and cancels:
                     order_id, side, price = resting.pop(draw(st.integers(0, len(resting) - 1)))
                     records.append(cancel(side, price * PX, 1, order_id, publisher_id=publisher,
                                           flags=flags))  # fmt: skip
