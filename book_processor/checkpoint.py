@@ -47,7 +47,7 @@ import numpy as np
 from book_processor import publishing
 from book_processor.publishing import BookPublisher
 from mbo_core import records, schemas
-from mbo_core.book import engine, kernel
+from mbo_core.book import engine, events, kernel
 
 log = logging.getLogger("book_processor.checkpoint")
 
@@ -57,7 +57,7 @@ SUFFIX = ".ckpt"
 TEMPORARY_SUFFIX = ".tmp"
 #: The modules whose classes make up a publisher's pickled state, and those that turn a records
 #: message into what it applies (a change in any of them may change what a rebuild reaches).
-_STATE_MODULES = (publishing, engine, kernel, schemas, records)
+_STATE_MODULES = (publishing, engine, events, kernel, schemas, records)
 #: A temporary file older than this is left over from a write that died.
 _STALE_TEMPORARY_S = 600.0
 

@@ -10,6 +10,7 @@ random batches and messages, against a reference written here from the rule alon
 from __future__ import annotations
 
 import itertools
+import pickle
 from collections import defaultdict
 from typing import Any
 
@@ -247,3 +248,18 @@ def test_random_interleavings_and_cuts_follow_the_rule(
         (s["publisher_id"], _levels(s["bids"]), _levels(s["asks"])) for s in snaps if not s["final"]
     ]
     assert got == expected
+
+
+def test_a_checkpointed_publisher_keeps_the_open_event() -> None:
+    """A checkpoint is the pickled publisher: records held for an open event travel with it."""
+    records = to_array(GOLDEN)
+    key = b"1"
+    headers = records_headers(dataset="T", symbol=None, sent_ns=1, records=3)
+    first, rest = records[:3], records[3:]  # p2's event opened in the first message
+    straight = BookPublisher(0, snapshot_interval_ns=1, snapshot_depth=10)
+    straight.process(0, key, first.tobytes(), headers)
+    restored = pickle.loads(pickle.dumps(straight))
+    assert restored.gate.open_records == 1
+    a = straight.process(1, key, rest.tobytes(), headers)
+    b = restored.process(1, key, rest.tobytes(), headers)
+    assert (a.bbo, a.snapshots) == (b.bbo, b.snapshots)
