@@ -14,7 +14,10 @@ twice on the local broker and chDB, exactly as a user would:
   ClickHouse (from the sink's histogram: bucket upper bounds).
 
 Prints one JSON object. Each run's full report is included, with the CPU seconds each process
-used (start-up included), which shows where the machine's cores went.
+used (start-up included), which shows where the machine's cores went, and `cost`: per process
+CPU-µs per record and its share of the total, the total CPU-µs per record over all processes
+(broker included), and the output per record: BBO and snapshot rows, and bytes per topic as
+stored by the broker (its log segments: record batches with their headers).
 """
 
 from __future__ import annotations
@@ -61,7 +64,36 @@ def run(
         raise SystemExit(f"mbo run failed ({process.returncode}); see {work / 'data' / 'run'}")
     figures: dict[str, Any] = json.loads(report.read_text())
     figures["cpu_seconds"] = cpu
+    figures["cost"] = cost(figures, cpu, _topic_bytes(work / "data"))
     return figures
+
+
+def cost(
+    figures: dict[str, Any], cpu: dict[str, float], topic_bytes: dict[str, int]
+) -> dict[str, Any]:
+    """CPU-µs per record by process and in all, and what each record turned into."""
+    records = max(int(figures["records"]), 1)
+    total = sum(cpu.values())
+    rows = figures["rows"]
+    return {
+        "total_cpu_us_per_record": round(total / records * 1e6, 2),
+        "cpu_us_per_record": {name: round(s / records * 1e6, 2) for name, s in cpu.items()},
+        "share": {name: round(s / total, 3) if total else 0.0 for name, s in cpu.items()},
+        "bbo_rows_per_record": round(rows["bbo"] / records, 4),
+        "snapshot_rows_per_record": round(rows["book_snapshots"] / records, 4),
+        "topic_bytes_per_record": {t: round(b / records, 1) for t, b in topic_bytes.items()},
+    }
+
+
+def _topic_bytes(data_dir: Path) -> dict[str, int]:
+    """Bytes in the local broker's log segments per topic (internal topics left out)."""
+    sizes: dict[str, int] = {}
+    for partition in (data_dir / "kafka" / "data").glob("*-[0-9]*"):
+        topic = partition.name.rsplit("-", 1)[0]
+        if topic.startswith("__") or not partition.is_dir():
+            continue
+        sizes[topic] = sizes.get(topic, 0) + sum(f.stat().st_size for f in partition.glob("*.log"))
+    return dict(sorted(sizes.items()))
 
 
 def _watch_cpu(process: subprocess.Popen[bytes]) -> dict[str, float]:
@@ -113,8 +145,8 @@ def _stage_name(argv: list[bytes]) -> str:
         if name == "api" and "--with-sink" in stage:
             return "api+sink"
         return "mbo run" if name == "run" else name
-    if "kafka.Kafka" in words:
-        return "broker"
+    if "kafka.Kafka" in words or "kafka.tools.StorageTool" in words:
+        return "broker"  # the storage format at the first start is the broker's cost too
     return Path(words[0]).name.split("-")[0] if words else "?"
 
 
@@ -155,6 +187,7 @@ def main() -> None:
                     "records_per_s": flat["records_per_s"],
                     "rows": flat["rows"],
                     "cpu_seconds": flat["cpu_seconds"],
+                    "cost": flat["cost"],
                 },
                 "paced": {
                     "target_rate": args.rate,
@@ -163,6 +196,7 @@ def main() -> None:
                     "send_to_event_ms": slow["latency_ms"]["send_to_event"],
                     "send_to_clickhouse_ms": slow["latency_ms"]["send_to_clickhouse"],
                     "cpu_seconds": slow["cpu_seconds"],
+                    "cost": slow["cost"],
                 },
                 "reports": {"flat_out": flat, "paced": slow},
             }
