@@ -61,6 +61,16 @@ def mbo_run(tmp_path: Path, source: Path, *args: str) -> tuple[dict[str, Any], P
     return json.loads(report.read_text()), data
 
 
+def generate(path: Path, *, instruments: int, records: int, seed: int, publishers: int = 1) -> Path:
+    """`mbo generate` into `path` (.dbn or .dbn.zst); returns the path."""
+    subprocess.run(
+        [MBO, "generate", "--instruments", str(instruments), "--records", str(records),
+         "--publishers", str(publishers), "--seed", str(seed), "-o", str(path)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return path
+
+
 def sql(data: Path, query: str) -> list[dict[str, Any]]:
     run = subprocess.run(
         [MBO, "sql", query, "--data-dir", str(data)],
@@ -147,11 +157,7 @@ def test_clx5_through_the_whole_pipeline(
 def test_a_second_run_on_the_same_data_dir_needs_fresh(tmp_path: Path) -> None:
     first, second = tmp_path / "a.dbn.zst", tmp_path / "b.dbn.zst"
     for path, records, seed in ((first, 3000, 1), (second, 2000, 2)):
-        subprocess.run(
-            [MBO, "generate", "--instruments", "2", "--records", str(records),
-             "--seed", str(seed), "-o", str(path)],
-            check=True, capture_output=True, timeout=300,
-        )  # fmt: skip
+        generate(path, instruments=2, records=records, seed=seed)
     report, data = mbo_run(tmp_path, first)
     assert report["rows"]["mbo_records"] == 3000
     # The second file would be appended to the first run's topic and books: refused.
@@ -215,12 +221,8 @@ def test_earlier_rows_are_looked_for_where_the_chdb_url_points(tmp_path: Path) -
 
 
 def test_generated_instruments_on_two_workers(tmp_path: Path) -> None:
-    source = tmp_path / "gen.dbn.zst"
-    subprocess.run(
-        [MBO, "generate", "--instruments", "6", "--records", "60000", "--publishers", "2",
-         "--seed", "11", "-o", str(source)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    source = generate(tmp_path / "gen.dbn.zst", instruments=6, records=60_000, publishers=2,
+                      seed=11)  # fmt: skip
     env_partitions = {"MBO_TOPICS__RECORDS__PARTITIONS": "8"}
     os.environ.update(env_partitions)
     try:
@@ -241,12 +243,8 @@ def test_several_publishers_and_an_open_tail_equal_mbo_book(tmp_path: Path) -> N
     """Interleaved publishers of each instrument, and a file that ends mid-event: every raw
     record in ClickHouse, the BBO rows (consolidated ones too) and the final books are what
     `mbo book` computes, and the open records are counted alike."""
-    source = tmp_path / "tail.dbn"
-    subprocess.run(
-        [MBO, "generate", "--instruments", "2", "--records", "20000", "--publishers", "3",
-         "--seed", "17", "-o", str(source)],
-        check=True, capture_output=True, timeout=300,
-    )  # fmt: skip
+    source = generate(tmp_path / "tail.dbn", instruments=2, records=20_000, publishers=3,
+                      seed=17)  # fmt: skip
     records = np.concatenate(list(open_mbo(source).batches()))
     tail = records[-3:].copy()  # new orders of the last record's book, never closed
     tail["action"], tail["side"], tail["flags"] = ord("A"), ord("B"), 0
