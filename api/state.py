@@ -47,6 +47,8 @@ Position = tuple[int, int, int]  # (source partition, source offset, record_inde
 STAGE = "api"
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
+#: A live fetch returns once this much has gathered, or after MBO_KAFKA__LIVE_FETCH_MAX_WAIT_MS.
+LIVE_FETCH_MIN_BYTES = 1 << 20
 #: Longest the live consumer applies messages before letting the event loop serve requests.
 APPLY_SLICE_S = 0.001
 #: Encoded payloads kept per instrument (distinct publisher/depth/kind combinations asked for).
@@ -313,6 +315,15 @@ async def consume_live(settings: Settings, state: LiveState, stop: asyncio.Event
         backoff = min(backoff * 2, RETRY_MAX_S)
 
 
+def live_consumer_overrides(settings: Settings) -> dict[str, int]:
+    """Fetches that gather up to MBO_KAFKA__LIVE_FETCH_MAX_WAIT_MS of data, not one round trip
+    per message (the feeds send at most MBO_API__WS_MAX_HZ updates a second anyway)."""
+    return {
+        "fetch_min_bytes": LIVE_FETCH_MIN_BYTES,
+        "fetch_max_wait_ms": settings.kafka.live_fetch_max_wait_ms,
+    }
+
+
 async def _consume(settings: Settings, state: LiveState, stop: asyncio.Event) -> None:
     # Imported here: `import api.state` stays cheap for code that only reads the state.
     from mbo_core.kafka import make_consumer, topic_partitions  # noqa: PLC0415
@@ -320,7 +331,9 @@ async def _consume(settings: Settings, state: LiveState, stop: asyncio.Event) ->
 
     await ensure_topics(settings)
     tps = await topic_partitions(settings, settings.topics.bbo.name, settings.topics.snapshots.name)
-    consumer = make_consumer(settings, "api-live", group_id=None)
+    consumer = make_consumer(
+        settings, "api-live", group_id=None, **live_consumer_overrides(settings)
+    )
     await consumer.start()
     try:
         consumer.assign(tps)

@@ -149,6 +149,26 @@ class KafkaSettings(_Group):
         description="The same for the book processor's records consumer (Faust writes 1500 ms "
         "into its code; this replaces it, so that a stopping worker is not held by a fetch).",
     )
+    sink_fetch_min_bytes: int = Field(
+        default=1 << 20,
+        ge=1,
+        description="The sink's fetches wait for this many bytes (or sink_fetch_max_wait_ms): it "
+        "inserts about once a second anyway, and a fetch per message cost the broker and the "
+        "sink a round trip each.",
+    )
+    sink_fetch_max_wait_ms: int = Field(
+        default=250,
+        ge=0,
+        description="Longest time (ms) the broker holds a sink fetch waiting for "
+        "sink_fetch_min_bytes.",
+    )
+    live_fetch_max_wait_ms: int = Field(
+        default=20,
+        ge=0,
+        description="The API's live consumer: fetches wait up to this long (ms) for data to "
+        "gather (1 MiB), not one round trip per message; the live feeds send at most "
+        "MBO_API__WS_MAX_HZ (50) updates a second anyway.",
+    )
     processor_group_id: str = Field(
         default="mbo-book-processor", description="Consumer group of the book processor."
     )

@@ -445,6 +445,18 @@ async def run_sink(
     return summary
 
 
+def consumer_overrides(settings: Settings) -> dict[str, int]:
+    """The sink consumer's own options on top of mbo_core.kafka's."""
+    return {
+        # Large fetches: a partition's records arrive in a few MiB per round trip, not 1 MiB.
+        "max_partition_fetch_bytes": FETCH_PARTITION_BYTES,
+        # Fetches that gather data (the sink inserts about once a second anyway): one round
+        # trip per message cost the broker and the sink more than the inserts.
+        "fetch_min_bytes": settings.kafka.sink_fetch_min_bytes,
+        "fetch_max_wait_ms": settings.kafka.sink_fetch_max_wait_ms,
+    }
+
+
 async def _consume(
     settings: Settings,
     client: Client,
@@ -457,11 +469,7 @@ async def _consume(
     topics = settings.topics
     names = [topics.records.name, topics.bbo.name, topics.snapshots.name]
     consumer = make_consumer(
-        settings,
-        STAGE,
-        group_id=settings.kafka.sink_group_id,
-        # Large fetches: a partition's records arrive in a few MiB per round trip, not 1 MiB.
-        max_partition_fetch_bytes=FETCH_PARTITION_BYTES,
+        settings, STAGE, group_id=settings.kafka.sink_group_id, **consumer_overrides(settings)
     )
     sink = _Sink(settings, client, consumer, on_flush)
     consumer.subscribe(names, listener=_Listener(sink))
