@@ -66,14 +66,24 @@ def test_up_status_down(data_dir: Path, tmp_path: Path) -> None:
     assert status.returncode == 0, status.stderr
     assert f"{host}:{port}" in status.stdout
     assert "running" in status.stdout
+    state = broker.read_state(make_settings(data_dir=data_dir))
+    assert state is not None
 
     down = _mbo("infra", "down", cwd=tmp_path, env=env)
     assert down.returncode == 0, down.stderr
     assert f"stopped the local broker at {host}:{port}" in down.stdout
-    assert not broker.port_open(host, port), "the broker still listens after `mbo infra down`"
+    for listening in (port, state.controller_port):
+        assert not broker.port_open(host, listening), "a port still listens after `infra down`"
     after = broker.broker_status(make_settings(data_dir=data_dir))
     assert after.state is None
     assert not after.running
+
+    # The data outlives the broker: a new `up` finds the topics it made.
+    again = _mbo("infra", "up", cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    assert "topic mbo.records: 8 partitions, exists" in again.stdout
+    assert f"export MBO_KAFKA__BOOTSTRAP_SERVERS={host}:{port}" in again.stdout  # same port
+    assert _mbo("infra", "down", cwd=tmp_path, env=env).returncode == 0
 
 
 def test_bad_setting_fails_fast_with_one_readable_line(tmp_path: Path) -> None:
