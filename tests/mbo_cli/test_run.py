@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -298,34 +299,48 @@ def _bbo_rows_of_book_events(events: Path) -> list[tuple[Any, ...]]:
     return [row for _, _, row in sorted(rows, key=lambda r: (r[0], r[1]))]
 
 
-def test_processor_and_sink_killed_mid_replay(
+def _run_clx5_with_faults(
     tmp_path: Path,
-    clx5_offline: tuple[list[tuple[Any, ...]], dict[tuple[int, int], dict[str, Any]]],
-) -> None:
+    rate: int,
+    faults: Callable[[Path, subprocess.Popen[bytes]], None],
+    env: dict[str, str] | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """`mbo run --until-drained` of CLX5 at `rate` while `faults(processes.json, run)` acts on
+    it; (the report, the data dir) once it has drained, exit code 0 asserted."""
     data = tmp_path / "data"
     report = tmp_path / "report.json"
-    # Checkpoints every half second: the restarted processor resumes from one.
-    env = {**os.environ, "MBO_PIPELINE__CHECKPOINT_INTERVAL_S": "0.5"}
     run = subprocess.Popen(
-        [MBO, "run", "--replay", str(CLX5), "--rate", "4000", "--until-drained",
+        [MBO, "run", "--replay", str(CLX5), "--rate", str(rate), "--until-drained",
          "--data-dir", str(data), "--report", str(report), "--timeout", "300"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
     )  # fmt: skip
     try:
-        pids = _wait_for_producer(data / "run" / "processes.json", run)
-        time.sleep(3)  # part of the file is through every stage by now
-        # Two checkpoints: the older is at or before the offset the restarted worker resumes at.
-        checkpoints = data / "processor"
-        wait_until(lambda: len(list(checkpoints.glob("*/checkpoints/*/*/*.ckpt"))) >= 2, 60,
-                   "two processor checkpoints")  # fmt: skip
-        for stage in ("processor-0", "sink"):
-            os.kill(pids[stage], signal.SIGKILL)
+        faults(data / "run" / "processes.json", run)
         _, stderr = run.communicate(timeout=400)
     finally:
         if run.poll() is None:
             run.kill()
     assert run.returncode == 0, stderr.decode()[-3000:]
-    figures = json.loads(report.read_text())
+    return json.loads(report.read_text()), data
+
+
+def test_processor_and_sink_killed_mid_replay(
+    tmp_path: Path,
+    clx5_offline: tuple[list[tuple[Any, ...]], dict[tuple[int, int], dict[str, Any]]],
+) -> None:
+    def kill_processor_and_sink(processes: Path, run: subprocess.Popen[bytes]) -> None:
+        pids = _wait_for_producer(processes, run)
+        time.sleep(3)  # part of the file is through every stage by now
+        # Two checkpoints: the older is at or before the offset the restarted worker resumes at.
+        checkpoints = processes.parent.parent / "processor"
+        wait_until(lambda: len(list(checkpoints.glob("*/checkpoints/*/*/*.ckpt"))) >= 2, 60,
+                   "two processor checkpoints")  # fmt: skip
+        for stage in ("processor-0", "sink"):
+            os.kill(pids[stage], signal.SIGKILL)
+
+    # Checkpoints every half second: the restarted processor resumes from one.
+    env = {**os.environ, "MBO_PIPELINE__CHECKPOINT_INTERVAL_S": "0.5"}
+    figures, data = _run_clx5_with_faults(tmp_path, 4000, kill_processor_and_sink, env)
     assert figures["restarts"]["processor-0"] >= 1 and figures["restarts"]["sink"] >= 1
     rows, finals = clx5_offline
     assert figures["rows"]["mbo_records"] == 38_212
@@ -340,15 +355,8 @@ def test_broker_killed_twice_mid_replay(
 ) -> None:
     """kill -9 of the local broker mid-replay, and again once the supervisor restarted it: the
     drained tables still equal the offline results, nothing lost, nothing twice."""
-    data = tmp_path / "data"
-    report = tmp_path / "report.json"
-    run = subprocess.Popen(
-        [MBO, "run", "--replay", str(CLX5), "--rate", "3000", "--until-drained",
-         "--data-dir", str(data), "--report", str(report), "--timeout", "300"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    processes = data / "run" / "processes.json"
-    try:
+
+    def kill_the_broker_twice(processes: Path, run: subprocess.Popen[bytes]) -> None:
         _wait_for_producer(processes, run)
         killed: list[int] = []
         for _ in range(2):
@@ -356,12 +364,8 @@ def test_broker_killed_twice_mid_replay(
             broker_pid = _running_broker(processes, killed)
             os.kill(broker_pid, signal.SIGKILL)
             killed.append(broker_pid)
-        _, stderr = run.communicate(timeout=400)
-    finally:
-        if run.poll() is None:
-            run.kill()
-    assert run.returncode == 0, stderr.decode()[-3000:]
-    figures = json.loads(report.read_text())
+
+    figures, data = _run_clx5_with_faults(tmp_path, 3000, kill_the_broker_twice)
     assert figures["restarts"]["broker"] == 2
     assert figures["producer"]["records_sent"] == 38_212
     rows, finals = clx5_offline
