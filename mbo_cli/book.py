@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,8 @@ def book(
             depth=depth,
             symbols=source.symbols,
             on_event=_jsonl_writer(events_out) if events_out else None,
+            # Instruments split over the cores (without --events, whose lines keep file order).
+            workers=1 if events else len(os.sched_getaffinity(0)),
         )
         json.dump(result.to_json(), final_out or sys.stdout, indent=1)
         (final_out or sys.stdout).write("\n")

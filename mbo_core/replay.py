@@ -10,7 +10,9 @@ whatever the batches are. Records of events the stream never closes are counted 
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +20,7 @@ import numpy as np
 
 from mbo_core.book import F_LAST, BookEngine
 from mbo_core.book.events import EventGate
+from mbo_core.records import MBO_DTYPE
 from mbo_core.schemas import BookJson, book_json, book_sort_key
 
 EventSink = Callable[[BookJson], None]
@@ -127,9 +130,66 @@ def replay_batches(
     depth: int = 10,
     symbols: dict[int, str] | None = None,
     on_event: EventSink | None = None,
+    workers: int = 1,
 ) -> ReplayResult:
+    """Replay `batches` (file order) and return the final books.
+
+    workers > 1 without on_event: instruments are split over that many engines, each fed by a
+    thread of its own (the compiled kernel releases the GIL), since books of different
+    instruments are independent; the result is the same as with one.
+    """
+    if workers > 1 and on_event is None:
+        return _replay_in_parallel(batches, source=source, depth=depth, symbols=symbols,
+                                   workers=workers)  # fmt: skip
     replayer = Replayer(depth=depth, symbols=symbols, on_event=on_event)
     for batch in batches:
         replayer.feed(batch)
     replayer.finish()
     return replayer.result(source)
+
+
+#: Batches a worker may have queued before the reader waits for it (bounds memory).
+_BACKLOG = 2
+#: The records as opaque 56-byte items: numpy selects these much faster than the structured dtype.
+_RAW = np.dtype((np.void, MBO_DTYPE.itemsize))
+
+
+def _replay_in_parallel(
+    batches: Iterable[np.ndarray],
+    *,
+    source: str,
+    depth: int,
+    symbols: dict[int, str] | None,
+    workers: int,
+) -> ReplayResult:
+    """One Replayer per group of instruments (instrument_id % workers), each on its own thread
+    and fed in file order; their final books together are one Replayer's."""
+    replayers = [Replayer(depth=depth, symbols=symbols) for _ in range(workers)]
+    pools = [ThreadPoolExecutor(max_workers=1) for _ in range(workers)]
+    pending: list[deque[Future[None]]] = [deque() for _ in range(workers)]
+    try:
+        for batch in batches:
+            groups = batch["instrument_id"] % np.uint32(workers)
+            for group, (replayer, pool, queued) in enumerate(
+                zip(replayers, pools, pending, strict=True)
+            ):
+                part = batch.view(_RAW)[groups == group].view(batch.dtype)
+                if not len(part):
+                    continue
+                while len(queued) >= _BACKLOG:
+                    queued.popleft().result()
+                queued.append(pool.submit(replayer.feed, part))
+        for queued in pending:
+            while queued:
+                queued.popleft().result()
+    finally:
+        for pool in pools:
+            pool.shutdown(wait=True, cancel_futures=True)
+    result = ReplayResult(source=source)
+    for replayer in replayers:
+        replayer.finish()
+        result.records += replayer.records
+        result.events += replayer.events
+        result.books.extend(replayer.final_books())
+    result.books.sort(key=book_sort_key)
+    return result

@@ -501,7 +501,8 @@ def _room_for_record(s: KernelState, b: int, side: int) -> int:
     return DONE
 
 
-@njit(cache=True)
+# nogil: engines of disjoint books may apply in threads at once (mbo book splits by instrument).
+@njit(cache=True, nogil=True)
 def apply_batch(
     s: KernelState,
     records: np.ndarray,

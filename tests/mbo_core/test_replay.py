@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 
@@ -82,3 +84,31 @@ def test_multi_publisher_instrument_gets_consolidated_lines_and_book() -> None:
     assert events[2]["bids"] == [{"price": "100", "size": 5, "count": 2}]
     assert [b["publisher_id"] for b in result["books"]] == [1, 2, None]
     assert result["books"][2]["asks"] == [{"price": "101", "size": 4, "count": 1}]
+
+
+def test_instruments_split_over_workers_give_the_same_result() -> None:
+    """workers > 1 (mbo book without --events) splits instruments over threads: same books,
+    same counts, consolidated books and open tails included."""
+    rng = np.random.default_rng(3)
+    recs = to_array(
+        [
+            add("B" if i % 2 else "A", (100 + i % 7) * PX, 1, i,
+                flags=128 if rng.random() < 0.5 else 0,
+                instrument_id=int(rng.integers(1, 6)), publisher_id=int(rng.integers(1, 3)))
+            for i in range(3000)
+        ]
+    )  # fmt: skip
+    one = replay_batches(split(recs, 256), source="t").to_json()
+    for workers in (2, 3, 7):
+        assert replay_batches(split(recs, 256), source="t", workers=workers).to_json() == one
+    assert any(b["publisher_id"] is None for b in one["books"])
+    assert sum(b["quality"]["unterminated_event_records"] for b in one["books"]) > 0
+
+
+def test_a_failing_batch_stops_the_parallel_replay() -> None:
+    def batches() -> Iterator[np.ndarray]:
+        yield to_array([add("B", PX, 1, 1, instrument_id=1), add("B", PX, 1, 2, instrument_id=2)])
+        raise ValueError("truncated file")
+
+    with pytest.raises(ValueError, match="truncated file"):
+        replay_batches(batches(), source="t", workers=2)
