@@ -93,10 +93,7 @@ class BookPublisher:
         self.next_offset = offset + 1
         source = {"partition": self.partition, "offset": offset}
         if message.end_of_stream:
-            # Records of this instrument's events that never closed: counted, never applied.
-            unterminated = self.gate.take_open(instrument_id)
-            if len(unterminated):
-                self.engine.mark_unterminated(unterminated)
+            self._end_open_events(instrument_id)
             finals = self._final_snapshots(instrument_id)
             return Published(
                 instrument_id=instrument_id,
@@ -122,10 +119,7 @@ class BookPublisher:
         if len(taps) and len(ready) and ready is not records:
             taps[:, k.T_RECORD] = origin[taps[:, k.T_RECORD]]
         if message.unterminated_tail:
-            # The events still open now never close: counted, never applied.
-            unterminated = self.gate.take_open(instrument_id)
-            if len(unterminated):
-                self.engine.mark_unterminated(unterminated)
+            self._end_open_events(instrument_id)
         self._index_new_books()
         bbo, rows = self._bbo_message(instrument_id, taps, source, message.sent_ns)
         return Published(
@@ -137,6 +131,13 @@ class BookPublisher:
             snapshots=self._encode_snapshots(instrument_id, snapshots, source, message.sent_ns),
             snapshot_count=len(snapshots),
         )
+
+    def _end_open_events(self, instrument_id: int) -> None:
+        """The instrument's events still open never close (its stream or copy ended): their
+        records are counted as unterminated_event_records, never applied."""
+        unterminated = self.gate.take_open(instrument_id)
+        if len(unterminated):
+            self.engine.mark_unterminated(unterminated)
 
     def quality(self, instrument_id: int) -> dict[str, int]:
         """The data-quality counters of an instrument, summed over its publishers' books."""
