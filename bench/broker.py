@@ -180,11 +180,17 @@ async def growth(
     return windows
 
 
-def _on_broker(base: Settings, bootstrap_servers: str, *, fetch_max_wait_ms: int) -> Settings:
+def _on_broker(
+    base: Settings, bootstrap_servers: str, *, fetch_max_wait_ms: int, topic: TopicSpec | None
+) -> Settings:
+    """Settings pointing at the bench's broker, with `topic` created there first (unless None)."""
     kafka = base.kafka.model_copy(
         update={"bootstrap_servers": bootstrap_servers, "fetch_max_wait_ms": fetch_max_wait_ms}
     )
-    return base.model_copy(update={"kafka": kafka})
+    settings = base.model_copy(update={"kafka": kafka})
+    if topic is not None:
+        asyncio.run(ensure_topics(settings, [topic]))
+    return settings
 
 
 def _rss_mib(pid: int) -> float:
@@ -215,18 +221,20 @@ def main() -> None:
         started_at = time.time()
         with LocalBroker(base) as local:
             for wait in (int(w) for w in args.waits.split(",")):
-                settings = _on_broker(base, local.bootstrap_servers, fetch_max_wait_ms=wait)
-                if not results:
-                    asyncio.run(ensure_topics(settings, [TopicSpec(TOPIC, 1, 1)]))
+                hop_topic = None if results else TopicSpec(TOPIC, 1, 1)
+                settings = _on_broker(
+                    base, local.bootstrap_servers, fetch_max_wait_ms=wait, topic=hop_topic
+                )
                 results[str(wait)] = asyncio.run(
                     hop(settings, args.messages + args.warmup, args.every_ms / 1e3, args.warmup)
                 )
             started_s = local.state.started_at - started_at
             rss_mib = _rss_mib(local.state.pid)
             if args.throughput_messages > 0:
-                settings = _on_broker(base, local.bootstrap_servers, fetch_max_wait_ms=500)
                 spec = TopicSpec(THROUGHPUT_TOPIC, THROUGHPUT_PARTITIONS, 1)
-                asyncio.run(ensure_topics(settings, [spec]))
+                settings = _on_broker(
+                    base, local.bootstrap_servers, fetch_max_wait_ms=500, topic=spec
+                )
                 flat_out = asyncio.run(
                     throughput(
                         settings,
@@ -236,9 +244,10 @@ def main() -> None:
                     )
                 )
             if args.growth_seconds > 0:
-                settings = _on_broker(base, local.bootstrap_servers, fetch_max_wait_ms=10)
                 spec = TopicSpec(GROWTH_TOPIC, args.growth_partitions, 1)
-                asyncio.run(ensure_topics(settings, [spec]))
+                settings = _on_broker(
+                    base, local.bootstrap_servers, fetch_max_wait_ms=10, topic=spec
+                )
                 windows = asyncio.run(
                     growth(
                         settings,

@@ -116,7 +116,7 @@ class BookPublisher:
             snapshot_interval_ns=self.snapshot_interval_ns,
             on_snapshot_due=snapshot_due,
         )
-        if len(taps) and len(ready) and ready is not records:
+        if len(taps) and ready is not records:
             taps[:, k.T_RECORD] = origin[taps[:, k.T_RECORD]]
         if message.unterminated_tail:
             self._end_open_events(instrument_id)
@@ -135,9 +135,7 @@ class BookPublisher:
     def _end_open_events(self, instrument_id: int) -> None:
         """The instrument's events still open never close (its stream or copy ended): their
         records are counted as unterminated_event_records, never applied."""
-        unterminated = self.gate.take_open(instrument_id)
-        if len(unterminated):
-            self.engine.mark_unterminated(unterminated)
+        self.engine.mark_unterminated(self.gate.take_open(instrument_id))
 
     def quality(self, instrument_id: int) -> dict[str, int]:
         """The data-quality counters of an instrument, summed over its publishers' books."""

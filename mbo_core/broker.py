@@ -40,16 +40,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Self, TypeVar
 
 from mbo_core.errors import MboError
 from mbo_core.settings import Settings
 
 log = logging.getLogger("mbo.broker")
+_Record = TypeVar("_Record")
 
 BROKER_HOST = "127.0.0.1"
 NODE_ID = 1
@@ -134,15 +135,19 @@ def _write_json(path: Path, value: object) -> None:
     tmp.replace(path)  # atomic: a reader never sees half a file
 
 
-def read_state(settings: Settings) -> BrokerState | None:
-    """The recorded broker of this data dir, alive or not; None if none was recorded."""
-    path = state_file(settings)
+def _read_json(path: Path, record: Callable[..., _Record]) -> _Record | None:
+    """`record(**fields)` from the JSON object in `path`; None if there is no such file."""
     try:
-        return BrokerState(**json.loads(path.read_text()))
+        return record(**json.loads(path.read_text()))
     except FileNotFoundError:
         return None
     except (ValueError, TypeError) as exc:
-        raise MboError(f"unreadable broker state file {path}: {exc}") from None
+        raise MboError(f"unreadable broker file {path}: {exc}") from None
+
+
+def read_state(settings: Settings) -> BrokerState | None:
+    """The recorded broker of this data dir, alive or not; None if none was recorded."""
+    return _read_json(state_file(settings), BrokerState)
 
 
 def _remove_state(settings: Settings, state: BrokerState) -> None:
@@ -397,12 +402,15 @@ def log4j2_properties(settings: Settings) -> str:
     )
 
 
-def _jvm_command(settings: Settings, main_class: str, *args: str) -> list[str]:
-    heap = f"{settings.broker.heap_mb}m"
+def _jvm_command(
+    settings: Settings, main_class: str, *args: str, heap: tuple[str, str] | None = None
+) -> list[str]:
+    """java ... main_class args; heap: (-Xms, -Xmx) values, default MBO_BROKER__HEAP_MB both."""
+    initial, maximum = heap or (f"{settings.broker.heap_mb}m",) * 2
     return [
         java_executable(settings),
-        f"-Xms{heap}",
-        f"-Xmx{heap}",
+        f"-Xms{initial}",
+        f"-Xmx{maximum}",
         # C1 only: on two cores the C2 compiler's threads were the broker's biggest cost in runs
         # of minutes (2.7 of its 5.7 CPU-s in a 1M-record `mbo run`, against 1.4 s of request
         # handling); without C2 that run's broker used 2.5 CPU-s, and bench.broker's hop p99
@@ -425,12 +433,7 @@ def _jvm_command(settings: Settings, main_class: str, *args: str) -> list[str]:
 
 
 def _read_cluster(settings: Settings) -> Cluster | None:
-    try:
-        return Cluster(**json.loads(_cluster_file(settings).read_text()))
-    except FileNotFoundError:
-        return None
-    except (ValueError, TypeError) as exc:
-        raise MboError(f"unreadable {_cluster_file(settings)}: {exc}") from None
+    return _read_json(_cluster_file(settings), Cluster)
 
 
 def _pick_port(configured: int, recorded: int | None, name: str) -> int:
@@ -484,9 +487,8 @@ def _format_storage(settings: Settings, cluster: Cluster, config: Path) -> None:
         "--config",
         str(config),
         "--ignore-formatted",
+        heap=("64m", "256m"),  # the storage tool needs no big heap
     )
-    # The storage tool needs no big heap.
-    command[1:3] = ["-Xms64m", "-Xmx256m"]
     done = subprocess.run(
         command, capture_output=True, text=True, check=False, timeout=120, stdin=subprocess.DEVNULL
     )

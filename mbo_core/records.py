@@ -24,4 +24,21 @@ def _mbo_dtype() -> np.dtype:
 
 
 MBO_DTYPE: np.dtype = _mbo_dtype()
+#: The records as opaque 56-byte items: numpy copies these 20-30x faster than MBO_DTYPE (fancy
+#: indexing, masks and concatenation go field by field on a structured dtype).
+_RAW = np.dtype((np.void, MBO_DTYPE.itemsize))
+
+
+def take_records(records: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """records[index] (an index array or a boolean mask) of MBO records, copied as raw bytes."""
+    taken: np.ndarray = records.view(_RAW)[index].view(MBO_DTYPE)
+    return taken
+
+
+def concat_records(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Two arrays of MBO records joined, copied as raw bytes."""
+    joined: np.ndarray = np.concatenate([first.view(_RAW), second.view(_RAW)]).view(MBO_DTYPE)
+    return joined
+
+
 assert MBO_DTYPE.itemsize == MBO_LENGTH_WORDS * 4, "databento_dbn changed the MBO layout"

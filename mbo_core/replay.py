@@ -20,7 +20,7 @@ import numpy as np
 
 from mbo_core.book import F_LAST, BookEngine
 from mbo_core.book.events import EventGate
-from mbo_core.records import MBO_DTYPE
+from mbo_core.records import take_records
 from mbo_core.schemas import BookJson, book_json, book_sort_key
 
 EventSink = Callable[[BookJson], None]
@@ -70,9 +70,7 @@ class Replayer:
 
     def finish(self) -> None:
         """End of stream: records of events never closed are counted, not applied."""
-        unterminated = self._gate.take_open()
-        if len(unterminated):
-            self.engine.mark_unterminated(unterminated)
+        self.engine.mark_unterminated(self._gate.take_open())
         self._index_new_books()
 
     def _apply(self, records: np.ndarray) -> None:
@@ -150,8 +148,6 @@ def replay_batches(
 
 #: Batches a worker may have queued before the reader waits for it (bounds memory).
 _BACKLOG = 2
-#: The records as opaque 56-byte items: numpy selects these much faster than the structured dtype.
-_RAW = np.dtype((np.void, MBO_DTYPE.itemsize))
 
 
 def _replay_in_parallel(
@@ -173,7 +169,7 @@ def _replay_in_parallel(
             for group, (replayer, pool, queued) in enumerate(
                 zip(replayers, pools, pending, strict=True)
             ):
-                part = batch.view(_RAW)[groups == group].view(batch.dtype)
+                part = take_records(batch, groups == group)
                 if not len(part):
                     continue
                 while len(queued) >= _BACKLOG:

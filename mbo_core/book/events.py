@@ -22,11 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from mbo_core.book.kernel import F_LAST
-from mbo_core.records import MBO_DTYPE
-
-_NO_INDEX = np.empty(0, dtype=np.int64)
-#: The records as opaque 56-byte items: numpy copies these much faster than the structured dtype.
-_RAW = np.dtype((np.void, MBO_DTYPE.itemsize))
+from mbo_core.records import MBO_DTYPE, concat_records, take_records
 
 
 def book_keys(records: np.ndarray) -> np.ndarray:
@@ -85,19 +81,15 @@ class EventGate:
         Records held earlier come first within their events; `records` is not modified.
         """
         held = len(self._open)
-        if held == 0:
-            stream = records
-        else:
-            stream = np.concatenate([self._open.view(_RAW), records.view(_RAW)]).view(MBO_DTYPE)
+        stream = records if held == 0 else concat_records(self._open, records)
         order, open_mask = event_order(stream)
         if open_mask.any():
-            self._open = stream.view(_RAW)[open_mask].view(MBO_DTYPE)
+            self._open = take_records(stream, open_mask)
         else:
             self._open = stream[:0].copy()
         if held == 0 and len(order) == len(stream) and _is_identity(order):
             return records, np.arange(len(records), dtype=np.int64)
-        ready: np.ndarray = stream.view(_RAW)[order].view(MBO_DTYPE)
-        return ready, order - held
+        return take_records(stream, order), order - held
 
     def take_open(self, instrument_id: int | None = None) -> np.ndarray:
         """Remove and return the held records (of one instrument, or all): the stream ended
@@ -106,8 +98,8 @@ class EventGate:
             everything, self._open = self._open, self._open[:0].copy()
             return everything
         mine = self._open["instrument_id"] == instrument_id
-        taken: np.ndarray = self._open.view(_RAW)[mine].view(MBO_DTYPE)
-        self._open = self._open.view(_RAW)[~mine].view(MBO_DTYPE)
+        taken = take_records(self._open, mine)
+        self._open = take_records(self._open, ~mine)
         return taken
 
 
