@@ -15,6 +15,10 @@ A redelivered message (a restarted processor re-publishes from its last commit) 
 states later in the topic: every entry remembers its source position (records partition,
 offset, record index) and an older position never replaces a newer one.
 
+Messages are decoded with mbo_core.wire (numpy views of DBN MBP records, no Python per row);
+an entry keeps a reference to the newest row of its book and turns it into JSON only when a
+client asks, once per version.
+
 Live-feed clients wait on a per-instrument change event; payloads (live messages and the REST
 latest book/BBO bodies alike) are encoded once per (version, publisher, depth, kind) and shared by
 every client, so 1000 clients or 10,000 GETs of an unchanged book cost one encoding.
@@ -30,14 +34,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from mbo_core.errors import MboError
 from mbo_core.metrics import MESSAGES_IN
-from mbo_core.schemas import BBO_SCHEMA, SNAPSHOT_SCHEMA, BookJson
+from mbo_core.quality import QUALITY_FIELDS
+from mbo_core.schemas import BookJson
 from mbo_core.settings import Settings
+from mbo_core.wire import (
+    BBO_SCHEMA,
+    SNAPSHOTS_SCHEMA,
+    EventMessage,
+    bbo_json,
+    book_json,
+    decode_bbo,
+    decode_snapshots,
+)
+from mbo_core.wire.headers import H_SCHEMA, Headers, header_map
 
 log = logging.getLogger("api.state")
 
@@ -55,14 +71,49 @@ APPLY_SLICE_S = 0.001
 PAYLOAD_CACHE_SIZE = 64
 
 
+Row = tuple[EventMessage, int]  # a decoded message and a row index in it
+
+
 @dataclass
 class _Entry:
-    book: BookJson | None = None
+    book_row: Row | None = None
     book_position: Position | None = None
-    bbo: dict[str, Any] | None = None
+    bbo_row: Row | None = None
     bbo_position: Position | None = None
-    quality: dict[str, int] = field(default_factory=dict)
+    quality_row: Row | None = None  # the newer of the two: its counters are the book's latest
     version: int = 0
+    # JSON of the rows above, made on first use after each change.
+    _book: BookJson | None = None
+    _bbo: dict[str, Any] | None = None
+
+    @property
+    def book(self) -> BookJson | None:
+        if self._book is None and self.book_row is not None:
+            self._book = book_json(*self.book_row)
+        return self._book
+
+    @property
+    def bbo(self) -> dict[str, Any] | None:
+        if self._bbo is None and self.bbo_row is not None:
+            self._bbo = bbo_json(*self.bbo_row)
+        return self._bbo
+
+    @property
+    def quality(self) -> dict[str, int]:
+        if self.quality_row is None:
+            return {}
+        message, i = self.quality_row
+        return dict(zip(QUALITY_FIELDS, message.ext["quality"][i].tolist(), strict=True))
+
+    def set_book(self, row: Row, position: Position) -> None:
+        self.book_row, self.book_position, self._book = row, position, None
+        self.quality_row = row
+        self.version += 1
+
+    def set_bbo(self, row: Row, position: Position) -> None:
+        self.bbo_row, self.bbo_position, self._bbo = row, position, None
+        self.quality_row = row
+        self.version += 1
 
 
 @dataclass
@@ -214,90 +265,51 @@ class LiveState:
                 info.publishers.add(key[1])
         return entry
 
-    def apply(self, value: bytes) -> None:
+    def apply(self, value: bytes | None, headers: Headers | None) -> None:
         """Fold one bbo or snapshots message in; ValueError if it is neither."""
-        message = orjson.loads(value)
-        if not isinstance(message, dict):
-            raise ValueError("not a JSON object")
-        schema = message.get("schema")
-        if schema == SNAPSHOT_SCHEMA:
-            touched = self._apply_snapshots(message)
-        elif schema == BBO_SCHEMA:
-            touched = self._apply_bbo(message)
+        schema = header_map(headers).get(H_SCHEMA)
+        if schema == SNAPSHOTS_SCHEMA.encode():
+            message, snapshot = decode_snapshots(value, headers), True
+        elif schema == BBO_SCHEMA.encode():
+            message, snapshot = decode_bbo(value, headers), False
         else:
-            raise ValueError(f"unknown schema {schema!r}")
+            raise ValueError(f"unknown {H_SCHEMA} {schema!r}")
+        touched = self._apply_rows(message, snapshot=snapshot)
         self.messages += 1
         if touched:
-            info = self._instruments[int(message["instrument_id"])]
+            info = self._instruments[message.context.instrument_id]
             info.payloads.clear()
             # Wake every waiting client at once, then give later waiters a fresh event.
             info.changed.set()
             info.changed = asyncio.Event()
 
-    def _apply_snapshots(self, message: dict[str, Any]) -> bool:
-        instrument_id = int(message["instrument_id"])
-        info = self._instrument(instrument_id, message.get("symbol"))
-        source = message["source"]
+    def _apply_rows(self, message: EventMessage, *, snapshot: bool) -> bool:
+        """Take each book's last row of the message where it is newer than what is held."""
+        context = message.context
+        info = self._instrument(context.instrument_id, context.symbol)
+        n = len(message)
+        if n == 0:
+            return False
+        records = message.records
+        books = np.where(message.consolidated, -1, records["publisher_id"].astype(np.int64))
+        # Only the last row of each book in the message matters here.
+        unique, from_end = np.unique(books[::-1], return_index=True)
         touched = False
-        for snapshot in message["snapshots"]:
-            key: Key = (instrument_id, snapshot["publisher_id"])
+        for book, i in zip(unique.tolist(), (n - 1 - from_end).tolist(), strict=True):
+            key: Key = (context.instrument_id, None if book == -1 else book)
             entry = self._entry(info, key)
-            position = (int(source["partition"]), int(source["offset"]), snapshot["record_index"])
-            if not _newer(position, entry.book_position):
+            position = (context.source_partition, context.source_offset,
+                        int(message.ext["record_index"][i]))  # fmt: skip
+            held = entry.book_position if snapshot else entry.bbo_position
+            if not _newer(position, held):
                 continue
-            book = {k: v for k, v in snapshot.items() if k not in ("record_index", "final")}
-            entry.book, entry.book_position = book, position
-            entry.quality = dict(book.get("quality") or {})
-            entry.version += 1
-            info.last_update_ns = max(info.last_update_ns, int(book["ts_event"]))
+            if snapshot:
+                entry.set_book((message, i), position)
+            else:
+                entry.set_bbo((message, i), position)
+            info.last_update_ns = max(info.last_update_ns, int(records["ts_event"][i]))
             touched = True
         return touched
-
-    def _apply_bbo(self, message: dict[str, Any]) -> bool:
-        instrument_id = int(message["instrument_id"])
-        symbol = message.get("symbol")
-        info = self._instrument(instrument_id, symbol)
-        source = message["source"]
-        publishers = message["publisher_id"]
-        # Columnar: only the last change of each publisher in the message matters here.
-        last: dict[int | None, int] = {}
-        for i, publisher in enumerate(publishers):
-            last[publisher] = i
-        quality = message.get("quality") or {}
-        touched = False
-        for publisher, i in last.items():
-            key: Key = (instrument_id, publisher)
-            entry = self._entry(info, key)
-            position = (int(source["partition"]), int(source["offset"]), message["record_index"][i])
-            if not _newer(position, entry.bbo_position):
-                continue
-            entry.bbo = _bbo_row(message, i, instrument_id, symbol)
-            entry.bbo_position = position
-            entry.quality = {name: int(values[i]) for name, values in quality.items()}
-            entry.version += 1
-            info.last_update_ns = max(info.last_update_ns, int(message["ts_event"][i]))
-            touched = True
-        return touched
-
-
-def _side(price: str | None, size: int, count: int) -> dict[str, Any] | None:
-    return None if price is None else {"price": price, "size": size, "count": count}
-
-
-def _bbo_row(
-    message: dict[str, Any], i: int, instrument_id: int, symbol: str | None
-) -> dict[str, Any]:
-    return {
-        "instrument_id": instrument_id,
-        "publisher_id": message["publisher_id"][i],
-        "symbol": symbol,
-        "ts_event": message["ts_event"][i],
-        "ts_recv": message["ts_recv"][i],
-        "bid": _side(message["bid_price"][i], message["bid_size"][i], message["bid_count"][i]),
-        "ask": _side(message["ask_price"][i], message["ask_size"][i], message["ask_count"][i]),
-        "crossed": message["crossed"][i],
-        "locked": message["locked"][i],
-    }
 
 
 async def consume_live(settings: Settings, state: LiveState, stop: asyncio.Event) -> None:
@@ -362,9 +374,9 @@ async def _consume(settings: Settings, state: LiveState, stop: asyncio.Event) ->
 async def _apply_all(state: LiveState, records: Iterable[ConsumerRecord[bytes, bytes]]) -> None:
     slice_end = time.perf_counter() + APPLY_SLICE_S
     for record in records:
-        if record.value:
+        if record.value is not None:
             try:
-                state.apply(record.value)
+                state.apply(record.value, record.headers)
             except (ValueError, KeyError, TypeError, IndexError) as exc:
                 state.rejected += 1
                 log.warning(
@@ -375,9 +387,8 @@ async def _apply_all(state: LiveState, records: Iterable[ConsumerRecord[bytes, b
                     exc,
                 )
         if time.perf_counter() > slice_end:
-            # A fetch holds up to 2000 messages and a BBO message of a busy book is a big JSON
-            # document: applying a whole fetch at once held the event loop, and every request
-            # waiting on it, for up to ~8 ms per fetch during a 5,000 records/s replay, and far
-            # longer while catching up.
+            # A fetch holds up to 2000 messages: applying a whole fetch at once (when messages
+            # were JSON) held the event loop, and every request waiting on it, for up to ~8 ms
+            # during a 5,000 records/s replay, and far longer while catching up.
             await asyncio.sleep(0)
             slice_end = time.perf_counter() + APPLY_SLICE_S

@@ -22,8 +22,8 @@ from bench.engine import generated_stream
 from book_processor.app import publisher_options, warm_up
 from book_processor.checkpoint import CheckpointStore, code_version, fingerprint
 from book_processor.publishing import BookPublisher
-from mbo_core.schemas import instrument_key, records_headers
 from mbo_core.settings import Settings
+from mbo_core.wire import instrument_key, records_headers
 from producer.app import chunk_bound
 from producer.chunking import Chunker
 

@@ -109,8 +109,8 @@ def bench_arrow(settings: Settings, chunks: list[RecordChunk], batch: int) -> di
 
 async def _produce(settings: Settings, chunks: list[RecordChunk]) -> None:
     from mbo_core.kafka import make_producer  # noqa: PLC0415
-    from mbo_core.schemas import instrument_key, records_headers  # noqa: PLC0415
     from mbo_core.topics import ensure_topics  # noqa: PLC0415
+    from mbo_core.wire import instrument_key, records_headers  # noqa: PLC0415
 
     await ensure_topics(settings)
     producer = make_producer(settings, "bench-producer")

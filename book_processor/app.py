@@ -3,7 +3,7 @@
 One agent consumes the records topic (raw bytes, keyed by instrument) through the consumer
 group `MBO_KAFKA__PROCESSOR_GROUP_ID`; several workers share its partitions. For each records
 message the partition's `BookPublisher` applies the records and the agent sends what it returns:
-one BBO message and any snapshots (mbo_core/schemas.py has the formats).
+one BBO message and any snapshots (mbo_core/wire/ has the formats).
 
 Correctness does not rest on Faust's exactly-once or table recovery (neither works on every
 broker): the state of a partition is rebuilt from the records topic itself. When the agent meets
@@ -33,8 +33,8 @@ from book_processor.publishing import BookPublisher, Published
 from mbo_core import metrics
 from mbo_core.heap import FREEZE_EVERY_S, HeapSchedule
 from mbo_core.kafka import faust_app_kwargs, make_consumer
-from mbo_core.schemas import H_PROCESSED_NS, instrument_key
 from mbo_core.settings import Settings
+from mbo_core.wire import H_PROCESSED_NS, instrument_key
 
 log = logging.getLogger("book_processor")
 
@@ -411,20 +411,26 @@ async def _send(
     """
     key = instrument_key(out.instrument_id)
     now_ns = time.time_ns()
-    headers = [(H_PROCESSED_NS, str(now_ns).encode())]
+    stamp = (H_PROCESSED_NS, str(now_ns).encode())
     sent_ns = _sent_ns(message)
     latency = (now_ns - sent_ns) / 1e9 if sent_ns else None
     m.messages_in.inc()
     m.records_in.inc(out.records)
     if out.bbo is not None:
-        await producer.send(bbo_topic, key, out.bbo, partitions(bbo_topic, key), None, headers)
+        await producer.send(
+            bbo_topic, key, out.bbo.value, partitions(bbo_topic, key), None,
+            [*out.bbo.headers, stamp],
+        )  # fmt: skip
         m.bbo_messages.inc()
         m.bbo_events.inc(out.bbo_rows)
         if latency is not None:
             m.bbo_latency.observe(latency)
     if out.snapshots is not None:
         partition = partitions(snapshots_topic, key)
-        await producer.send(snapshots_topic, key, out.snapshots, partition, None, headers)
+        await producer.send(
+            snapshots_topic, key, out.snapshots.value, partition, None,
+            [*out.snapshots.headers, stamp],
+        )  # fmt: skip
         m.snapshot_messages.inc()
         m.snapshot_events.inc(out.snapshot_count)
         if latency is not None:

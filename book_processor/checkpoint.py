@@ -46,8 +46,9 @@ import numpy as np
 
 from book_processor import publishing
 from book_processor.publishing import BookPublisher
-from mbo_core import records, schemas
+from mbo_core import quality, records
 from mbo_core.book import engine, events, kernel
+from mbo_core.wire import records as records_wire
 
 log = logging.getLogger("book_processor.checkpoint")
 
@@ -57,7 +58,7 @@ SUFFIX = ".ckpt"
 TEMPORARY_SUFFIX = ".tmp"
 #: The modules whose classes make up a publisher's pickled state, and those that turn a records
 #: message into what it applies (a change in any of them may change what a rebuild reaches).
-_STATE_MODULES = (publishing, engine, events, kernel, schemas, records)
+_STATE_MODULES = (publishing, engine, events, kernel, quality, records, records_wire)
 #: A temporary file older than this is left over from a write that died.
 _STALE_TEMPORARY_S = 600.0
 

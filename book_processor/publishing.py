@@ -6,7 +6,7 @@ message's events, and (b) a depth snapshot for each book whose event opened a ne
 interval of event time, plus the last state of every book of an instrument at its end-of-stream
 marker. The output depends only on the sequence of input messages (their content and position),
 never on timing, so a publisher rebuilt by replaying the partition from its start produces
-byte-identical messages (see mbo_core/schemas.py for the formats).
+byte-identical messages (mbo_core/wire/ has the formats: DBN MBP-1 and MBP-10 records).
 
 Records reach the engine whole events at a time, each event at its F_LAST's place in the
 partition's stream (`mbo_core.book.events.EventGate`; records of an event still open at the end
@@ -21,27 +21,19 @@ sum over the publishers quoting it there, so it can only change when a publisher
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import orjson
 
 from mbo_core.book import QUALITY_FIELDS, BookEngine, BookView
 from mbo_core.book import kernel as k
 from mbo_core.book.events import EventGate
-from mbo_core.json_columns import prices_json
-from mbo_core.schemas import (
-    BBO_SCHEMA,
-    SNAPSHOT_SCHEMA,
-    book_json,
-    decode_records,
-)
+from mbo_core.records import take_records
+from mbo_core.wire import Encoded, EventContext, decode_records, encode_bbo, encode_snapshots
 
 UNDEF = k.UNDEF_PRICE
 Bbo = tuple[int, int, int, int, int, int]  # bid price, size, count, ask price, size, count
-_EMPTY_BBO: Bbo = (UNDEF, 0, 0, UNDEF, 0, 0)
 
 
 @dataclass(slots=True)
@@ -51,11 +43,68 @@ class Published:
     instrument_id: int
     records: int
     events: int
-    bbo: bytes | None = None  # the BBO message, None when no best level changed
+    bbo: Encoded | None = None  # the BBO message, None when no best level changed
     bbo_rows: int = 0
-    snapshots: bytes | None = None  # the snapshots message, None when no snapshot was due
+    snapshots: Encoded | None = None  # the snapshots message, None when no snapshot was due
     snapshot_count: int = 0
     end_of_stream: bool = False
+
+
+class _Snapshots:
+    """The snapshots of one records message, written row by row into one int64 buffer."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.rows = np.zeros((4, k.S_LEVELS + 6 * depth), dtype=np.int64)
+        self.count = 0
+        self.record_index: list[int] = []
+        self.consolidated: list[bool] = []
+        self.final: list[bool] = []
+
+    def next_row(self, record_index: int, *, consolidated: bool, final: bool) -> np.ndarray:
+        if self.count == len(self.rows):
+            self.rows = np.concatenate([self.rows, np.zeros_like(self.rows)])
+        self.record_index.append(record_index)
+        self.consolidated.append(consolidated)
+        self.final.append(final)
+        self.count += 1
+        row: np.ndarray = self.rows[self.count - 1]
+        return row
+
+    def add_view(self, view: BookView, record_index: int, *, final: bool) -> None:
+        """A book computed outside the kernel (the consolidated one), written into a row."""
+        row = self.next_row(record_index, consolidated=view.publisher_id is None, final=final)
+        row[k.S_PUBLISHER] = view.publisher_id or 0
+        row[k.S_TS_EVENT] = view.ts_event
+        row[k.S_TS_RECV] = view.ts_recv
+        row[k.S_SEQUENCE] = view.sequence or 0
+        row[k.S_QUALITY : k.S_LEVELS] = [view.quality[name] for name in QUALITY_FIELDS]
+        depth = self.depth
+        for side, levels in enumerate((view.bids, view.asks)):
+            block = row[k.S_LEVELS + side * 3 * depth : k.S_LEVELS + (side + 1) * 3 * depth]
+            block[:] = np.tile([UNDEF, 0, 0], depth)
+            block[: 3 * len(levels)] = levels[:depth].reshape(-1)
+
+    def encode(self, context: EventContext) -> Encoded | None:
+        if not self.count:
+            return None
+        n, depth = self.count, self.depth
+        rows = self.rows[:n]
+        levels = rows[:, k.S_LEVELS :].reshape(n, 2, depth, 3)
+        return encode_snapshots(
+            context,
+            depth=depth,
+            publisher_id=rows[:, k.S_PUBLISHER],
+            record_index=np.array(self.record_index, dtype=np.int64),
+            ts_event=rows[:, k.S_TS_EVENT],
+            ts_recv=rows[:, k.S_TS_RECV],
+            sequence=rows[:, k.S_SEQUENCE],
+            bids=levels[:, 0],
+            asks=levels[:, 1],
+            quality=rows[:, k.S_QUALITY : k.S_LEVELS],
+            consolidated=np.array(self.consolidated, dtype=bool),
+            final=np.array(self.final, dtype=bool),
+        )
 
 
 class BookPublisher:
@@ -91,25 +140,31 @@ class BookPublisher:
         if message.symbol:
             self.symbols[instrument_id] = message.symbol
         self.next_offset = offset + 1
-        source = {"partition": self.partition, "offset": offset}
+        context = EventContext(
+            instrument_id=instrument_id,
+            symbol=self.symbols.get(instrument_id),
+            source_partition=self.partition,
+            source_offset=offset,
+            sent_ns=message.sent_ns,
+        )
+        snapshots = _Snapshots(self.snapshot_depth)
         if message.end_of_stream:
             self._end_open_events(instrument_id)
-            finals = self._final_snapshots(instrument_id)
+            self._final_snapshots(instrument_id, snapshots)
             return Published(
                 instrument_id=instrument_id,
                 records=0,
                 events=0,
-                snapshots=self._encode_snapshots(instrument_id, finals, source, message.sent_ns),
-                snapshot_count=len(finals),
+                snapshots=snapshots.encode(context),
+                snapshot_count=snapshots.count,
                 end_of_stream=True,
             )
         records = message.records
         ready, origin = self.gate.feed(records)
-        snapshots: list[dict[str, Any]] = []
 
         def snapshot_due(book: int, ready_index: int) -> None:
             # An event ends at an F_LAST of this message: its index in the message.
-            snapshots.extend(self._snapshots(book, int(origin[ready_index])))
+            self._snapshots(book, int(origin[ready_index]), snapshots)
 
         taps = self.engine.apply_tracked(
             ready,
@@ -121,15 +176,15 @@ class BookPublisher:
         if message.unterminated_tail:
             self._end_open_events(instrument_id)
         self._index_new_books()
-        bbo, rows = self._bbo_message(instrument_id, taps, source, message.sent_ns)
+        bbo, rows = self._bbo_message(context, taps, records)
         return Published(
             instrument_id=instrument_id,
             records=len(records),
             events=int(np.count_nonzero(records["flags"] & k.F_LAST)),
             bbo=bbo,
             bbo_rows=rows,
-            snapshots=self._encode_snapshots(instrument_id, snapshots, source, message.sent_ns),
-            snapshot_count=len(snapshots),
+            snapshots=snapshots.encode(context),
+            snapshot_count=snapshots.count,
         )
 
     def _end_open_events(self, instrument_id: int) -> None:
@@ -152,8 +207,8 @@ class BookPublisher:
     # --------------------------------------------------------------------- BBO
 
     def _bbo_message(
-        self, instrument_id: int, taps: np.ndarray, source: dict[str, int], sent_ns: int
-    ) -> tuple[bytes | None, int]:
+        self, context: EventContext, taps: np.ndarray, records: np.ndarray
+    ) -> tuple[Encoded | None, int]:
         if len(taps) == 0:
             return None, 0
         books = taps[:, k.T_BOOK]
@@ -162,49 +217,90 @@ class BookPublisher:
             key = self.engine.book_key(first)
             known = self._publisher_bbo.get(key.instrument_id)
             if known is None or set(known) == {key.publisher_id}:
-                return self._encode_single(instrument_id, taps, key.instrument_id,
-                                           key.publisher_id, source, sent_ns)  # fmt: skip
-        instruments, publishers = self.engine.book_ids(books)
-        rows: list[tuple[Any, ...]] = []
-        for tap, publisher, instrument in zip(taps.tolist(), publishers, instruments, strict=True):
-            bbo: Bbo = tuple(tap[k.T_BBO : k.T_BBO + 6])
-            quality = tap[k.T_QUALITY : k.T_QUALITY + k.N_QUALITY]
-            rows.append((publisher, tap[k.T_RECORD], *tap[k.T_TS_EVENT : k.T_SEQUENCE + 1], bbo,
-                         quality))  # fmt: skip
-            consolidated = self._consolidate(instrument, publisher, bbo, quality)
-            if consolidated is not None:
-                rows.append((None, tap[k.T_RECORD], tap[k.T_TS_EVENT], tap[k.T_TS_RECV], None,
-                             *consolidated))  # fmt: skip
-        return self._encode_bbo(instrument_id, rows, source, sent_ns), len(rows)
+                return self._single_book_bbo(context, taps, key.instrument_id,
+                                             key.publisher_id, records)  # fmt: skip
+        return self._consolidating_bbo(context, taps, books, records)
 
-    def _encode_single(
+    def _single_book_bbo(
         self,
-        instrument_id: int,
+        context: EventContext,
         taps: np.ndarray,
         instrument: int,
         publisher: int,
-        source: dict[str, int],
-        sent_ns: int,
-    ) -> tuple[bytes, int]:
-        """The BBO message of one book's changes, column by column (no per-row tuples)."""
-        cols = np.ascontiguousarray(taps.T)
-        last = cols[:, -1].tolist()
+        records: np.ndarray,
+    ) -> tuple[Encoded, int]:
+        """The BBO message of one book's changes: whole columns of the taps, no row loop."""
+        last = taps[-1].tolist()
         self._publisher_bbo.setdefault(instrument, {})[publisher] = tuple(
             last[k.T_BBO : k.T_BBO + 6]
         )
         self._publisher_quality.setdefault(instrument, {})[publisher] = last[
             k.T_QUALITY : k.T_QUALITY + k.N_QUALITY
         ]
-        columns = {
-            "publisher_id": np.full(len(taps), publisher, dtype=np.int64),
-            "record_index": cols[k.T_RECORD],
-            "ts_event": cols[k.T_TS_EVENT],
-            "ts_recv": cols[k.T_TS_RECV],
-            "sequence": cols[k.T_SEQUENCE],
-        }
-        bbo = cols[k.T_BBO : k.T_BBO + 6]
-        quality = cols[k.T_QUALITY : k.T_QUALITY + k.N_QUALITY]
-        return self._bbo_json(instrument_id, source, sent_ns, columns, bbo, quality)
+        n = len(taps)
+        return self._encode_bbo(
+            context,
+            publisher_id=np.full(n, publisher, dtype=np.int64),
+            taps=taps,
+            consolidated=np.zeros(n, dtype=bool),
+            records=records,
+        ), n
+
+    def _consolidating_bbo(
+        self, context: EventContext, taps: np.ndarray, books: np.ndarray, records: np.ndarray
+    ) -> tuple[Encoded, int]:
+        """The BBO message of an instrument with several publishers: each publisher's change,
+        followed by the consolidated BBO where that change moved it."""
+        instruments, publishers = self.engine.book_ids(books)
+        rows: list[list[int]] = []
+        publisher_ids: list[int] = []
+        consolidated: list[bool] = []
+        for tap, publisher, instrument in zip(taps.tolist(), publishers, instruments, strict=True):
+            bbo: Bbo = tuple(tap[k.T_BBO : k.T_BBO + 6])
+            quality = tap[k.T_QUALITY : k.T_QUALITY + k.N_QUALITY]
+            rows.append(tap)
+            publisher_ids.append(publisher)
+            consolidated.append(False)
+            merged = self._consolidate(instrument, publisher, bbo, quality)
+            if merged is not None:
+                merged_bbo, totals = merged
+                row = list(tap)
+                row[k.T_SEQUENCE] = 0
+                row[k.T_BBO : k.T_BBO + 6] = merged_bbo
+                row[k.T_QUALITY : k.T_QUALITY + k.N_QUALITY] = totals
+                rows.append(row)
+                publisher_ids.append(0)
+                consolidated.append(True)
+        return self._encode_bbo(
+            context,
+            publisher_id=np.array(publisher_ids, dtype=np.int64),
+            taps=np.array(rows, dtype=np.int64),
+            consolidated=np.array(consolidated, dtype=bool),
+            records=records,
+        ), len(rows)
+
+    @staticmethod
+    def _encode_bbo(
+        context: EventContext,
+        *,
+        publisher_id: np.ndarray,
+        taps: np.ndarray,
+        consolidated: np.ndarray,
+        records: np.ndarray,
+    ) -> Encoded:
+        record_index = taps[:, k.T_RECORD]
+        return encode_bbo(
+            context,
+            publisher_id=publisher_id,
+            record_index=record_index,
+            ts_event=taps[:, k.T_TS_EVENT],
+            ts_recv=taps[:, k.T_TS_RECV],
+            sequence=taps[:, k.T_SEQUENCE],
+            bbo=taps[:, k.T_BBO : k.T_BBO + 6],
+            quality=taps[:, k.T_QUALITY : k.T_QUALITY + k.N_QUALITY],
+            consolidated=consolidated,
+            closing=take_records(records, record_index),
+        )
 
     def _consolidate(
         self, instrument: int, publisher: int, bbo: Bbo, quality: list[int]
@@ -222,110 +318,26 @@ class BookPublisher:
         totals = [sum(q) for q in zip(*self._publisher_quality[instrument].values(), strict=True)]
         return merged, totals
 
-    def _encode_bbo(
-        self,
-        instrument_id: int,
-        rows: list[tuple[Any, ...]],
-        source: dict[str, int],
-        sent_ns: int,
-    ) -> bytes:
-        publisher, record, ts_event, ts_recv, sequence, bbos, qualities = zip(*rows, strict=True)
-        columns = {
-            "publisher_id": publisher,
-            "record_index": record,
-            "ts_event": ts_event,
-            "ts_recv": ts_recv,
-            "sequence": sequence,
-        }
-        bbo = list(zip(*bbos, strict=True))
-        quality = list(zip(*qualities, strict=True))
-        return self._bbo_json(instrument_id, source, sent_ns, columns, bbo, quality)[0]
-
-    def _bbo_json(
-        self,
-        instrument_id: int,
-        source: dict[str, int],
-        sent_ns: int,
-        columns: dict[str, Any],
-        bbo: Sequence[Sequence[int]] | np.ndarray,
-        quality: Sequence[Sequence[int]] | np.ndarray,
-    ) -> tuple[bytes, int]:
-        """The mbo.bbo/1 message of columns: row ids, the six BBO columns (bid price, size,
-        count, ask price, size, count) and one column per quality counter."""
-        bid_px, bid_sz, bid_ct, ask_px, ask_sz, ask_ct = (np.asarray(c) for c in bbo)
-        both = (bid_px != UNDEF) & (ask_px != UNDEF)
-        message = {
-            "schema": BBO_SCHEMA,
-            "instrument_id": instrument_id,
-            "symbol": self.symbols.get(instrument_id),
-            "source": source,
-            "sent_ns": sent_ns,
-            **columns,
-            "bid_price": prices_json(bid_px),
-            "bid_size": bid_sz,
-            "bid_count": bid_ct,
-            "ask_price": prices_json(ask_px),
-            "ask_size": ask_sz,
-            "ask_count": ask_ct,
-            "crossed": both & (bid_px > ask_px),
-            "locked": (bid_px != UNDEF) & (bid_px == ask_px),
-            "quality": dict(zip(QUALITY_FIELDS, quality, strict=True)),
-        }
-        # Columns are numpy arrays (serialized natively) or plain sequences: same JSON.
-        return orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY), len(bid_px)
-
     # --------------------------------------------------------------- snapshots
 
-    def _snapshots(self, book: int, record_index: int) -> list[dict[str, Any]]:
+    def _snapshots(self, book: int, record_index: int, out: _Snapshots) -> None:
         """The book's snapshot, and the consolidated one where its instrument has several."""
         self._index_new_books()
-        view = self.engine.view(book, self.snapshot_depth)
-        out = [self._snapshot(view, record_index, final=False)]
-        siblings = self._books_of[view.instrument_id]
+        row = out.next_row(record_index, consolidated=False, final=False)
+        self.engine.snapshot_row(book, self.snapshot_depth, row)
+        siblings = self._books_of[int(self.engine.book_key(book).instrument_id)]
         if len(siblings) > 1:
             # Every sibling is consistent here (whole events only): all of them count.
             merged = self.engine.consolidated(siblings, self.snapshot_depth)
-            out.append(self._snapshot(merged, record_index, final=False))
-        return out
+            out.add_view(merged, record_index, final=False)
 
-    def _final_snapshots(self, instrument_id: int) -> list[dict[str, Any]]:
+    def _final_snapshots(self, instrument_id: int, out: _Snapshots) -> None:
         self._index_new_books()
         books = self._books_of.get(instrument_id, [])
-        depth = self.snapshot_depth
-        out = [self._snapshot(self.engine.view(b, depth), 0, final=True)
-               for b in books]  # fmt: skip
+        for b in books:
+            self.engine.snapshot_row(b, out.depth, out.next_row(0, consolidated=False, final=True))
         if len(books) > 1:
-            merged = self.engine.consolidated(books, depth)
-            out.append(self._snapshot(merged, 0, final=True))
-        return out
-
-    def _snapshot(self, view: BookView, record_index: int, *, final: bool) -> dict[str, Any]:
-        book = book_json(view, None, encoded_levels=True)
-        book["symbol"] = self.symbols.get(book["instrument_id"])
-        book["record_index"] = record_index
-        book["final"] = final
-        return book
-
-    def _encode_snapshots(
-        self,
-        instrument_id: int,
-        snapshots: list[dict[str, Any]],
-        source: dict[str, int],
-        sent_ns: int,
-    ) -> bytes | None:
-        if not snapshots:
-            return None
-        return orjson.dumps(
-            {
-                "schema": SNAPSHOT_SCHEMA,
-                "instrument_id": instrument_id,
-                "symbol": self.symbols.get(instrument_id),
-                "source": source,
-                "sent_ns": sent_ns,
-                "depth": self.snapshot_depth,
-                "snapshots": snapshots,
-            }
-        )
+            out.add_view(self.engine.consolidated(books, out.depth), 0, final=True)
 
     def _index_new_books(self) -> None:
         keys = self.engine.book_keys() if self.engine.book_count != self._known_books else []

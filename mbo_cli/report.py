@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from mbo_core.clickhouse import connect
 from mbo_core.kafka import make_consumer, partition_ends
-from mbo_core.schemas import H_PROCESSED_NS
 from mbo_core.settings import Settings
+from mbo_core.wire.headers import H_PROCESSED_NS, H_SENT_NS
 
 TABLES = ("mbo_records", "bbo", "book_snapshots")
 
@@ -92,8 +91,9 @@ async def _event_latencies(settings: Settings) -> dict[str, float | int]:
                 for messages in batches.values():
                     for message in messages:
                         remaining -= 1
-                        processed = dict(message.headers or ()).get(H_PROCESSED_NS)
-                        sent = orjson.loads(message.value).get("sent_ns")
+                        headers = dict(message.headers or ())
+                        processed = headers.get(H_PROCESSED_NS)
+                        sent = headers.get(H_SENT_NS)
                         if processed and sent:
                             latencies.append(int(processed) - int(sent))
         finally:

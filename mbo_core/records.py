@@ -7,6 +7,8 @@ can be viewed as this dtype without copying.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import databento_dbn
 import numpy as np
 
@@ -35,9 +37,14 @@ def take_records(records: np.ndarray, index: np.ndarray) -> np.ndarray:
     return taken
 
 
-def concat_records(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Two arrays of MBO records joined, copied as raw bytes."""
-    joined: np.ndarray = np.concatenate([first.view(_RAW), second.view(_RAW)]).view(MBO_DTYPE)
+def join_records(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """Structured arrays of one dtype (MBO or any other record layout) joined, copied as raw
+    bytes; the array itself when there is one."""
+    if len(arrays) == 1:
+        return arrays[0]
+    dtype = arrays[0].dtype
+    raw = np.dtype((np.void, dtype.itemsize))
+    joined: np.ndarray = np.concatenate([a.view(raw) for a in arrays]).view(dtype)
     return joined
 
 

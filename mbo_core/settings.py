@@ -504,7 +504,11 @@ class PipelineSettings(_Group):
         description="Processor: event-time interval of depth snapshots per book (conflation).",
     )
     snapshot_depth: int = Field(
-        default=10, ge=1, le=1000, description="Processor: levels per side in a snapshot."
+        default=10,
+        ge=1,
+        le=10,
+        description="Processor: levels per side in a snapshot (at most 10: snapshots travel as "
+        "DBN MBP-10 records).",
     )
     checkpoint_interval_s: float = Field(
         default=30.0,

@@ -2,9 +2,9 @@
 
 Each Kafka message is one `Chunk` (producer.chunking): whole events of one instrument as raw
 56-byte DBN records, keyed by the instrument id, with the headers of
-`mbo_core.schemas.records_headers`. After the last chunk of each instrument, an end-of-stream
+`mbo_core.wire.records_headers`. After the last chunk of each instrument, an end-of-stream
 marker (empty value, `end-of-stream: 1`) keyed by it. The format is documented in
-docs/producer.md and mbo_core/schemas.py.
+docs/producer.md and mbo_core/wire/records.py.
 
 The replay runs in time slices: at each slice the pacer (producer.pacing) says how many more
 records are due; they are fed to the chunker, full chunks are sent at once and open chunks once
@@ -47,10 +47,10 @@ from mbo_core.metrics import (
     serve_metrics,
 )
 from mbo_core.records import MBO_DTYPE
-from mbo_core.schemas import end_of_stream_headers, instrument_key, records_headers
 from mbo_core.settings import Settings
 from mbo_core.shutdown import run_until_signalled
 from mbo_core.topics import ensure_topics
+from mbo_core.wire import end_of_stream_headers, instrument_key, records_headers
 from producer.chunking import Chunk, Chunker, clear_records, last_of_each_book
 from producer.lock import replay_lock
 from producer.pacing import Pacer, Pacing

@@ -29,7 +29,7 @@ from mbo_core.records import (
     MBO_DTYPE,
     MBO_LENGTH_WORDS,
     RTYPE_MBO,
-    concat_records,
+    join_records,
     take_records,
 )
 
@@ -87,7 +87,7 @@ class Chunker:
         if len(records) == 0:
             return []
         if len(self._pending):
-            self._pending = concat_records(self._pending, records)
+            self._pending = join_records([self._pending, records])
             self._times = np.concatenate([self._times, np.full(len(records), now)])
         else:
             self._pending = records

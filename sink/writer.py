@@ -23,6 +23,7 @@ from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalErr
 from mbo_core.clickhouse import column_types
 from mbo_core.errors import MboError
 from mbo_core.metrics import INSERT_SECONDS, ROWS_INSERTED
+from mbo_core.quality import QUALITY_FIELDS
 from sink.decode import TABLES, EventRows, Kind, RecordChunk, event_columns, record_columns
 from sink.native import Column, ColumnSpec, encode_block, row_count
 
@@ -41,10 +42,10 @@ def _ts(name: str) -> ColumnSpec:
 
 
 # Types as sent. They differ from the DDL where the server converts cheaply and exactly:
-# LowCardinality(String) travels as String, Map(LowCardinality(String), UInt64) as
-# Map(String, UInt64), Enum8 as its Int8 code. The Int8 -> Enum8 conversion does NOT check the
-# code (measured: an unknown code is stored and every later toString(action) fails), which is
-# why sink.decode refuses records whose action or side the enums lack.
+# LowCardinality(String) travels as String, Enum8 as its Int8 code. The Int8 -> Enum8
+# conversion does NOT check the code (measured: an unknown code is stored and every later
+# toString(action) fails), which is why sink.decode refuses records whose action or side the
+# enums lack.
 _KEY_TAIL = (
     _spec("source_partition", "UInt16", np.uint16),
     _spec("source_offset", "UInt64", np.uint64),
@@ -79,7 +80,7 @@ _EVENT_HEAD = (
 _EVENT_TAIL = (
     _spec("crossed", "Bool", np.bool_),
     _spec("locked", "Bool", np.bool_),
-    _spec("quality", "Map(String, UInt64)", np.uint64),
+    *(_spec(name, "UInt64", np.uint64) for name in QUALITY_FIELDS),
 )
 BBO_COLUMNS: tuple[ColumnSpec, ...] = (
     *_EVENT_HEAD,

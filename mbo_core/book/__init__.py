@@ -5,7 +5,6 @@ from mbo_core.book.engine import (
     F_MAYBE_BAD_BOOK,
     F_SNAPSHOT,
     F_TOB,
-    QUALITY_FIELDS,
     UNDEF_PRICE,
     BookEngine,
     BookKey,
@@ -13,6 +12,7 @@ from mbo_core.book.engine import (
     BookView,
     RestingOrder,
 )
+from mbo_core.quality import QUALITY_FIELDS
 
 __all__ = [
     "F_LAST",

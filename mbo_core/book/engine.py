@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbo_core.book import kernel as k
+from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.records import MBO_DTYPE
 
 UNDEF_PRICE = k.UNDEF_PRICE
@@ -23,18 +24,7 @@ F_TOB = k.F_TOB
 F_SNAPSHOT = k.F_SNAPSHOT
 F_MAYBE_BAD_BOOK = k.F_MAYBE_BAD_BOOK
 
-#: Names of the data-quality counters kept per book, in the kernel's column order.
-QUALITY_FIELDS: tuple[str, ...] = (
-    "cancel_unknown_order",
-    "modify_unknown_order",
-    "cancel_exceeds_size",
-    "maybe_bad_book",
-    "add_existing_order",
-    "modify_changed_side",
-    "invalid_record",
-    "unterminated_event_records",
-)
-assert len(QUALITY_FIELDS) == k.N_QUALITY
+assert len(QUALITY_FIELDS) == k.N_QUALITY, "kernel and mbo_core.quality disagree"
 
 _EMPTY_LEVELS = np.zeros((0, 3), dtype=np.int64)
 
@@ -323,6 +313,15 @@ class BookEngine:
             asks=out[n_bids:],
             quality=dict(zip(QUALITY_FIELDS, row[k.B_QUALITY : k.B_BBO], strict=True)),
         )
+
+    def snapshot_row(self, book: int, depth: int, out: np.ndarray) -> None:
+        """Write the book into an int64 row (kernel.S_* layout, S_LEVELS + 6 * depth long):
+        publisher, ts_event, ts_recv, sequence, counters, then `depth` levels per side padded
+        with UNDEF_PRICE. One compiled call: what the processor does after snapshot-due events."""
+        s = self._state
+        if s.books[book, k.B_OPEN]:
+            self._check_observable(book)
+        k.snapshot_row(s, book, depth, out)
 
     def consolidated(self, books: list[int], depth: int = 10) -> BookView:
         """One instrument across its publishers' books: best prices first, with size and order

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from mbo_core.book.kernel import F_LAST
-from mbo_core.records import MBO_DTYPE, concat_records, take_records
+from mbo_core.records import MBO_DTYPE, join_records, take_records
 
 
 def book_keys(records: np.ndarray) -> np.ndarray:
@@ -81,7 +81,7 @@ class EventGate:
         Records held earlier come first within their events; `records` is not modified.
         """
         held = len(self._open)
-        stream = records if held == 0 else concat_records(self._open, records)
+        stream = records if held == 0 else join_records([self._open, records])
         order, open_mask = event_order(stream)
         if open_mask.any():
             self._open = take_records(stream, open_mask)

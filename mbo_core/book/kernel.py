@@ -80,6 +80,10 @@ T_RECORD, T_BOOK, T_TS_EVENT, T_TS_RECV, T_SEQUENCE = range(5)
 T_BBO = 5  # bid price, size, count, ask price, size, count
 T_QUALITY = T_BBO + 6
 TAP_COLUMNS = T_QUALITY + N_QUALITY
+# A snapshot row (snapshot_row): the book's ids, last event, counters, then its best levels.
+S_PUBLISHER, S_TS_EVENT, S_TS_RECV, S_SEQUENCE = range(4)
+S_QUALITY = 4
+S_LEVELS = S_QUALITY + N_QUALITY  # bids (price, size, count) x depth, then asks x depth
 # meta scalars
 M_BOOKS, M_ORDER_FREE, M_ORDERS_USED, M_LEVEL_FREE = range(4)
 
@@ -665,6 +669,34 @@ def top_both_sides(
     """out[:n_bids] = best bids, out[n_bids:n_bids + n_asks] = best asks, as top_levels."""
     top_levels(levels, lad_lvl, lad_n, b, BID, n_bids, out)
     top_levels(levels, lad_lvl, lad_n, b, ASK, n_asks, out[n_bids:])
+
+
+@njit(cache=True)
+def snapshot_row(s: KernelState, b: int, depth: int, out: np.ndarray) -> None:
+    """Write book b into out (S_* layout, S_LEVELS + 6 * depth long): best `depth` levels per
+    side best first, price UNDEF_PRICE and size, count 0 past a side's last level."""
+    books = s.books
+    out[S_PUBLISHER] = books[b, B_PUBLISHER]
+    out[S_TS_EVENT] = books[b, B_TS_EVENT]
+    out[S_TS_RECV] = books[b, B_TS_RECV]
+    out[S_SEQUENCE] = books[b, B_SEQUENCE]
+    for q in range(N_QUALITY):
+        out[S_QUALITY + q] = books[b, B_QUALITY + q]
+    for side in range(2):
+        row = b * 2 + side
+        n = s.lad_n[row]
+        base = S_LEVELS + side * 3 * depth
+        for i in range(depth):
+            at = base + 3 * i
+            if i < n:
+                lv = s.lad_lvl[row, n - 1 - i]
+                out[at] = s.levels[lv, L_PRICE]
+                out[at + 1] = s.levels[lv, L_SIZE]
+                out[at + 2] = s.levels[lv, L_COUNT]
+            else:
+                out[at] = UNDEF_PRICE
+                out[at + 1] = 0
+                out[at + 2] = 0
 
 
 @njit(cache=True)

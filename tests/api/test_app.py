@@ -20,12 +20,15 @@ from typing import Any
 import httpx
 import hypothesis
 import hypothesis.strategies as st
+import numpy as np
 import orjson
 import pytest
 from websockets.sync.client import connect as ws_connect
 
 from api.app import _on_own_loop, create_app
-from mbo_core.schemas import SNAPSHOT_SCHEMA
+from mbo_core.prices import UNDEF_PRICE
+from mbo_core.quality import QUALITY_FIELDS
+from mbo_core.wire import EventContext, encode_snapshots
 from tests.api.pipeline import Served, processor, run_async, serve, wait_until
 from tests.conftest import ClickHouseBackend, make_settings
 from tests.paths import CLX5, MBO
@@ -372,15 +375,21 @@ def test_fast_path_auth_and_cors(tmp_path: Path) -> None:
     )
     app = create_app(settings, consume=False)
     state, fast_path = app.state.live, app.state.fast_path
-    state.apply(orjson.dumps({
-        "schema": SNAPSHOT_SCHEMA, "instrument_id": 7, "symbol": "X",
-        "source": {"partition": 0, "offset": 0},
-        "snapshots": [{"publisher_id": 1, "record_index": 0, "final": False, "instrument_id": 7,
-                       "symbol": "X", "ts_event": 5, "ts_recv": 6, "sequence": 1,
-                       "bids": [{"price": "1.5", "size": 2, "count": 1}], "asks": [],
-                       "crossed": False, "locked": False, "quality": {}}],
-    }))  # fmt: skip
+    # One bid level at 1.5, no asks (depth 1: the ask is undefined).
+    bids = np.array([[[1_500_000_000, 2, 1]]], dtype=np.int64)
+    asks = np.array([[[UNDEF_PRICE, 0, 0]]], dtype=np.int64)
+    snapshot = encode_snapshots(
+        EventContext(7, "X", source_partition=0, source_offset=0, sent_ns=1), depth=1,
+        publisher_id=np.array([1]), record_index=np.array([0]), ts_event=np.array([5]),
+        ts_recv=np.array([6]), sequence=np.array([1]), bids=bids, asks=asks,
+        quality=np.zeros((1, len(QUALITY_FIELDS)), dtype=np.uint64),
+        consolidated=np.array([False]), final=np.array([False]),
+    )  # fmt: skip
+    state.apply(snapshot.value, snapshot.headers)
     expected = state.book_json((7, 1), 10)
+    assert expected is not None
+    book = orjson.loads(expected)
+    assert (book["bids"], book["asks"]) == ([{"price": "1.5", "size": 2, "count": 1}], [])
     bearer = {"Authorization": "Bearer s3cret"}
 
     async def calls() -> list[tuple[int, httpx.Response]]:

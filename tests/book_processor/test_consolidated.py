@@ -15,13 +15,14 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from book_processor.publishing import BookPublisher
 from mbo_core.replay import replay_batches
-from mbo_core.schemas import BookJson, end_of_stream_headers, records_headers
+from mbo_core.schemas import BookJson
+from mbo_core.wire import end_of_stream_headers, records_headers
+from tests.published import bbo_rows, snapshot_rows
 from tests.records import PX, Rec, add, cancel, to_array
 
 Level = tuple[int, int, int]  # price (whole units), size, count
@@ -74,14 +75,9 @@ def _published(
     snaps: list[dict[str, Any]] = []
     for out in outputs:
         if out.bbo is not None:
-            m = orjson.loads(out.bbo)
-            names = [n for n, v in m.items() if isinstance(v, list)]
-            rows += [
-                dict(zip(names, values, strict=True))
-                for values in zip(*(m[n] for n in names), strict=True)
-            ]
+            rows += bbo_rows(out.bbo)
         if out.snapshots is not None:
-            snaps += orjson.loads(out.snapshots)["snapshots"]
+            snaps += snapshot_rows(out.snapshots)
     return rows, snaps
 
 

@@ -6,14 +6,16 @@ import itertools
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 
 from book_processor.publishing import BookPublisher, Published
 from mbo_core.dbn import open_mbo
 from mbo_core.replay import replay_batches
-from mbo_core.schemas import BookJson, end_of_stream_headers, records_headers
+from mbo_core.schemas import BookJson
+from mbo_core.wire import end_of_stream_headers, records_headers
 from tests.paths import CLX5
+from tests.published import bbo_rows as bbo_rows_of
+from tests.published import snapshot_rows
 from tests.records import PX, add, cancel, modify, to_array
 
 SECOND = 1_000_000_000
@@ -58,23 +60,17 @@ def bbo_rows(published: list[Published]) -> list[tuple[Any, ...]]:
     for out in published:
         if out.bbo is None:
             continue
-        m = orjson.loads(out.bbo)
         fields = (
             "publisher_id", "ts_event", "ts_recv", "sequence", "bid_price", "bid_size",
             "bid_count", "ask_price", "ask_size", "ask_count", "crossed", "locked",
         )  # fmt: skip
-        rows.extend(zip(*(m[f] for f in fields), strict=True))
+        rows.extend(tuple(row[f] for f in fields) for row in bbo_rows_of(out.bbo))
     return rows
 
 
 def snapshots(published: list[Published]) -> list[dict[str, Any]]:
     """Every snapshot published, with its message's header fields."""
-    out: list[dict[str, Any]] = []
-    for message in (orjson.loads(p.snapshots) for p in published if p.snapshots):
-        for snapshot in message["snapshots"]:
-            out.append({**snapshot, "schema": message["schema"], "depth": message["depth"],
-                        "source": message["source"]})  # fmt: skip
-    return out
+    return [s for p in published if p.snapshots for s in snapshot_rows(p.snapshots)]
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +143,7 @@ def test_snapshots_are_conflated_per_interval_of_event_time() -> None:
     ]
     assert snaps[1]["asks"] == [{"price": "105", "size": 1, "count": 1}]
     assert [s["record_index"] for s in snaps] == [0, 2, 3, 0]
-    assert snaps[0]["schema"] == "mbo.snapshots/2" and snaps[0]["depth"] == 10
+    assert snaps[0]["depth"] == 10
 
 
 def test_consolidated_rows_follow_publisher_changes() -> None:
@@ -178,7 +174,7 @@ def test_end_of_stream_publishes_every_book_and_the_consolidated_one() -> None:
                                                                     publisher_id=2)])  # fmt: skip
     final = publish([recs], key=b"1")[-1]
     assert final.end_of_stream and final.snapshots is not None
-    snaps = orjson.loads(final.snapshots)["snapshots"]
+    snaps = snapshot_rows(final.snapshots)
     assert [(s["publisher_id"], s["final"]) for s in snaps] == [(1, True), (2, True), (None, True)]
     assert snaps[2]["bids"] == [{"price": "100", "size": 2, "count": 1}]
     assert snaps[2]["asks"] == [{"price": "101", "size": 3, "count": 1}]
@@ -196,4 +192,4 @@ def test_not_a_records_message_is_refused() -> None:
     with pytest.raises(ValueError, match="56-byte"):
         publisher.process(0, b"1", b"x" * 57, None)
     with pytest.raises(ValueError, match="not a records message"):
-        publisher.process(0, b"1", b"", [("mbo-schema", b"mbo.bbo/1")])
+        publisher.process(0, b"1", b"", [("mbo-schema", b"dbn.mbp-1")])

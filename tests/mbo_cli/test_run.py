@@ -25,15 +25,14 @@ from book_processor.publishing import BookPublisher
 from mbo_cli.run import _clear_earlier_run
 from mbo_core.dbn import open_mbo
 from mbo_core.prices import parse_price
-from mbo_core.schemas import records_headers
+from mbo_core.wire import records_headers
 from tests.api.pipeline import wait_until
 from tests.conftest import make_settings
 from tests.paths import CLX5, MBO
+from tests.published import bbo_rows, snapshot_rows
 
 pytestmark = pytest.mark.integration
 
-BBO_COLUMNS = ("publisher_id", "ts_event", "ts_recv", "sequence", "bid_price", "bid_size",
-               "bid_count", "ask_price", "ask_size", "ask_count", "crossed", "locked")  # fmt: skip
 BBO_SQL = """
 SELECT instrument_id, publisher_id, toUnixTimestamp64Nano(ts_event) AS ts_event,
        toUnixTimestamp64Nano(ts_recv) AS ts_recv, sequence, bid_price, bid_size, bid_count,
@@ -93,13 +92,10 @@ def offline(path: Path) -> tuple[list[tuple[Any, ...]], dict[tuple[int, int], di
                                 records_headers(dataset="x", symbol=None, sent_ns=0,
                                                 records=len(mine)))  # fmt: skip
         if out.bbo is not None:
-            m = orjson.loads(out.bbo)
-            for values in zip(*(m[c] for c in BBO_COLUMNS), strict=True):
-                row = dict(zip(BBO_COLUMNS, values, strict=True))
-                rows.append(_clickhouse_row(instrument, row))
+            rows += [_clickhouse_row(instrument, row) for row in bbo_rows(out.bbo)]
         end = publisher.process(1, str(instrument).encode(), b"", [("end-of-stream", b"1")])
         assert end.snapshots is not None
-        for snapshot in orjson.loads(end.snapshots)["snapshots"]:
+        for snapshot in snapshot_rows(end.snapshots):
             finals[(instrument, snapshot["publisher_id"] or 0)] = snapshot
     return rows, finals
 

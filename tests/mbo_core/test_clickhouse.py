@@ -19,6 +19,7 @@ from mbo_core.clickhouse import (
 )
 from mbo_core.errors import MboError
 from mbo_core.prices import UNDEF_PRICE
+from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.records import MBO_DTYPE
 from tests.conftest import make_settings
 
@@ -199,9 +200,7 @@ def test_bbo_and_snapshot_rows(clickhouse_client: Client) -> None:
         "record_index": np.array([3, 3]),
         "crossed": np.array([False, True]),
         "locked": np.array([False, False]),
-        "quality": pa.array(
-            [[("cancel_unknown_order", 2)], []], type=pa.map_(pa.string(), pa.uint64())
-        ),
+        "cancel_unknown_order": np.array([2, 0], dtype=np.uint64),
     }
     insert_columns(
         clickhouse_client,
@@ -219,12 +218,13 @@ def test_bbo_and_snapshot_rows(clickhouse_client: Client) -> None:
         },
     )
     rows = clickhouse_client.query(
-        "SELECT publisher_id, sequence, bid_price, ask_price, crossed, quality FROM bbo FINAL "
+        "SELECT publisher_id, sequence, bid_price, ask_price, crossed, cancel_unknown_order, "
+        "quality['cancel_unknown_order'], quality['invalid_record'] FROM bbo FINAL "
         "ORDER BY publisher_id"
     ).result_rows
-    assert rows == [
-        (0, None, None, 64_790_000_000, True, {}),
-        (1, 42, 64_800_000_000, 64_810_000_000, False, {"cancel_unknown_order": 2}),
+    assert rows == [  # the counters not given are 0, in the columns and the quality alias
+        (0, None, None, 64_790_000_000, True, 0, 0, 0),
+        (1, 42, 64_800_000_000, 64_810_000_000, False, 2, 2, 0),
     ]
 
     levels = pa.list_(pa.int64())
@@ -247,6 +247,29 @@ def test_bbo_and_snapshot_rows(clickhouse_client: Client) -> None:
         "WHERE publisher_id = 1"
     ).result_rows
     assert snapshot == [([64_800_000_000, 64_790_000_000], [10, 4], [64_810_000_000], 10)]
+
+
+@pytest.mark.integration
+def test_quality_columns_migration_keeps_the_counters_of_existing_rows(
+    clickhouse_client: Client,
+) -> None:
+    before, after = [m for m in migrations() if m.version < 3], migrations()
+    apply_schema(clickhouse_client, before)
+    for table in ("bbo", "book_snapshots"):
+        clickhouse_client.command(
+            f"INSERT INTO {table} (instrument_id, publisher_id, ts_event, ts_recv, quality) "
+            "VALUES (1, 1, 1, 1, map('cancel_unknown_order', 5, 'invalid_record', 2))"
+        )
+    apply_schema(clickhouse_client, after)
+    for statement in after[-1].statements():  # twice, as two stages starting together may
+        clickhouse_client.command(statement)
+    for table in ("bbo", "book_snapshots"):
+        (row,) = clickhouse_client.query(
+            f"SELECT cancel_unknown_order, invalid_record, maybe_bad_book, quality FROM {table}"
+        ).result_rows
+        assert row[:3] == (5, 2, 0)
+        assert row[3] == {name: {"cancel_unknown_order": 5, "invalid_record": 2}.get(name, 0)
+                          for name in QUALITY_FIELDS}  # fmt: skip
 
 
 @pytest.mark.integration

@@ -13,8 +13,8 @@ from aiokafka import TopicPartition
 from mbo_core.dbn import open_mbo
 from mbo_core.kafka import make_consumer
 from mbo_core.records import MBO_DTYPE
-from mbo_core.schemas import H_END_OF_STREAM
 from mbo_core.settings import Settings
+from mbo_core.wire.headers import H_END_OF_STREAM
 from producer.chunking import F_LAST
 
 READ_TIMEOUT_S = 30.0

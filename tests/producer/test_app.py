@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from mbo_core.errors import InputError, MboError
-from mbo_core.schemas import decode_records
 from mbo_core.settings import Settings
+from mbo_core.wire import decode_records
 from producer.app import SLICE_S, ProduceSummary, chunk_bound, produce_file, time_slice_s
 from producer.chunking import F_LAST, UNDEF_PRICE
 from tests.conftest import make_settings

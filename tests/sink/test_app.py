@@ -26,13 +26,15 @@ from tests.sink.wire import (
     CLX5_RECORDS,
     Sent,
     bbo_message,
+    bbo_quality,
     clx5_records,
     event_chunks,
     last_flags,
-    produce_json,
+    produce_encoded,
     produce_records,
     produce_records_async,
     snapshot_message,
+    snapshot_quality,
 )
 
 pytestmark = pytest.mark.integration
@@ -111,18 +113,21 @@ def test_everything_lands_once_with_exact_values(
 ) -> None:
     settings = infra_settings
     sent = _produce_clx5(settings)
-    bbo = [bbo_message(s, last_flags(s.records)[:4]) for s in sent[:5]]
-    snapshots = [snapshot_message(s, last_flags(s.records)[-1]) for s in sent[:3]]
-    snapshots.append(snapshot_message(sent[-1], len(sent[-1].records) - 1, final=True))
+    bbo_indexes = [last_flags(s.records)[:4] for s in sent[:5]]
+    bbo = [bbo_message(s, indexes) for s, indexes in zip(sent, bbo_indexes, strict=False)]
+    # Snapshots after the last event of the first messages, and the final book of the stream.
+    snapshot_of = [(s, last_flags(s.records)[-1]) for s in sent[:3]]
+    snapshot_of.append((sent[-1], len(sent[-1].records) - 1))
+    snapshots = [snapshot_message(s, [i], final=s is sent[-1]) for s, i in snapshot_of]
     # A processor that restarted republishes the same events: new offsets, same content.
-    bbo_positions = produce_json(settings, settings.topics.bbo.name, [*bbo, bbo[0], bbo[1]])
-    snapshot_positions = produce_json(
+    bbo_positions = produce_encoded(settings, settings.topics.bbo.name, [*bbo, bbo[0], bbo[1]])
+    snapshot_positions = produce_encoded(
         settings, settings.topics.snapshots.name, [*snapshots, snapshots[0]]
     )
 
     summary = _run(settings, clickhouse_client)
 
-    bbo_rows = sum(len(b["record_index"]) for b in bbo)
+    bbo_rows = sum(len(indexes) for indexes in bbo_indexes)
     assert _counts(clickhouse_client) == {
         "mbo_records": CLX5_RECORDS,
         "bbo": bbo_rows,
@@ -132,9 +137,32 @@ def test_everything_lands_once_with_exact_values(
     assert summary.skipped == 0
     assert summary.rows == {
         "mbo_records": CLX5_RECORDS,
-        "bbo": bbo_rows + len(bbo[0]["record_index"]) + len(bbo[1]["record_index"]),
+        "bbo": bbo_rows + len(bbo_indexes[0]) + len(bbo_indexes[1]),
         "book_snapshots": len(snapshots) + 1,
     }
+
+    # Event rows keep what their headers carried through Kafka: source, ext rows, symbol.
+    bbo_stored = clickhouse_client.query(
+        "SELECT source_offset, record_index, publisher_id, sequence, bid_price, symbol, "
+        "modify_unknown_order FROM bbo FINAL ORDER BY source_offset, record_index"
+    ).result_rows
+    assert [tuple(row) for row in bbo_stored] == [
+        (
+            s.offset, i, 0 if n % 2 else int(s.records[i]["publisher_id"]),
+            None if n % 2 else int(s.records[i]["sequence"]), int(s.records[i]["price"]),
+            "CLX5", bbo_quality(i)["modify_unknown_order"],
+        )
+        for s, indexes in zip(sent, bbo_indexes, strict=False)
+        for n, i in enumerate(indexes)
+    ]  # fmt: skip
+    stored_snapshots = clickhouse_client.query(
+        "SELECT source_offset, record_index, final, cancel_unknown_order FROM book_snapshots "
+        "FINAL ORDER BY source_offset"
+    ).result_rows
+    assert [tuple(row) for row in stored_snapshots] == [
+        (s.offset, i, s is sent[-1], snapshot_quality(i)["cancel_unknown_order"])
+        for s, i in snapshot_of
+    ]
 
     # Raw records round-trip exactly, in file order by their source position.
     table = clickhouse_client.query_arrow(
@@ -167,10 +195,12 @@ def test_everything_lands_once_with_exact_values(
     depth = queries.depth_at(CLX5_INSTRUMENT, int(records["ts_event"][-1]))
     (row,) = clickhouse_client.query(depth.sql, parameters=depth.parameters).result_rows
     assert row[3] == int(records["ts_event"][-1])
-    last_bbo = bbo[4]
-    at = queries.bbo_at(CLX5_INSTRUMENT, last_bbo["ts_event"][-1], publisher_id=0)
+    # The last entry of the last bbo message is a consolidated one (odd entry): publisher 0.
+    last_ts = int(sent[4].records[bbo_indexes[4][-1]]["ts_event"])
+    assert len(bbo_indexes[4]) % 2 == 0
+    at = queries.bbo_at(CLX5_INSTRUMENT, last_ts, publisher_id=0)
     (bbo_row,) = clickhouse_client.query(at.sql, parameters=at.parameters).result_rows
-    assert bbo_row[3] == last_bbo["ts_event"][-1]
+    assert bbo_row[3] == last_ts
 
     # Offsets were committed after the inserts: exactly past every message consumed.
     records_tp = TopicPartition(settings.topics.records.name, sent[0].partition)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
+import numpy as np
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from mbo_core.clickhouse import apply_schema
-from mbo_core.prices import format_price
-from mbo_core.schemas import BBO_SCHEMA, SNAPSHOT_SCHEMA
+from mbo_core.prices import UNDEF_PRICE
+from mbo_core.quality import QUALITY_FIELDS
+from mbo_core.records import MBO_DTYPE
+from mbo_core.wire import Encoded, EventContext, encode_bbo, encode_snapshots
 from sink import queries
-from sink.decode import EventRows, Kind, decode_message
+from sink.decode import Decoded, EventRows, Kind, decode_message
 from sink.writer import insert_events
 
 pytestmark = pytest.mark.integration
@@ -22,6 +24,7 @@ T0 = 1_761_004_800_000_000_000  # 2025-10-21T00:00:00Z
 MS = 1_000_000
 C = 10_000_000  # one cent in 1e-9 units
 P = 64_000_000_000  # 64.00
+F_LAST = 128
 
 
 # (ms after T0, publisher (None = consolidated), source offset, record index, bid, ask, cancels)
@@ -37,82 +40,82 @@ BBO_ROWS: list[tuple[int, int | None, int, int, int | None, int | None, int]] = 
 ]
 
 
-def _price(value: int | None) -> str | None:
-    return None if value is None else format_price(value)
+def _side(price: int | None, size: int) -> list[int]:
+    return [UNDEF_PRICE, 0, 0] if price is None else [price, size, 1]
 
 
-def _bbo_messages() -> list[bytes]:
+def _closing(n: int) -> np.ndarray:
+    """The F_LAST MBO records that closed n events (their fields are not stored in bbo)."""
+    closing = np.zeros(n, dtype=MBO_DTYPE)
+    closing["action"], closing["side"], closing["flags"] = ord("A"), ord("B"), F_LAST
+    return closing
+
+
+def _bbo_messages() -> list[Encoded]:
     """One bbo message per source offset, as the processor would publish them."""
     messages = []
     for offset in sorted({row[2] for row in BBO_ROWS}):
         rows = [row for row in BBO_ROWS if row[2] == offset]
-        payload: dict[str, Any] = {
-            "schema": BBO_SCHEMA,
-            "instrument_id": INSTRUMENT,
-            "symbol": "TEST",
-            "source": {"partition": 0, "offset": offset},
-            "sent_ns": 1,
-            "publisher_id": [r[1] for r in rows],
-            "record_index": [r[3] for r in rows],
-            "ts_event": [T0 + r[0] * MS for r in rows],
-            "ts_recv": [T0 + r[0] * MS + 5 for r in rows],
-            "sequence": [None if r[1] is None else 100 + r[0] for r in rows],
-            "bid_price": [_price(r[4]) for r in rows],
-            "bid_size": [1] * len(rows),
-            "bid_count": [1] * len(rows),
-            "ask_price": [_price(r[5]) for r in rows],
-            "ask_size": [2] * len(rows),
-            "ask_count": [1] * len(rows),
-            "crossed": [False] * len(rows),
-            "locked": [False] * len(rows),
-            "quality": {
-                "cancel_unknown_order": [r[6] for r in rows],
-                "add_existing_order": [0] * len(rows),
-            },
-        }
-        messages.append(orjson.dumps(payload))
+        n = len(rows)
+        consolidated = np.array([r[1] is None for r in rows])
+        quality = np.zeros((n, len(QUALITY_FIELDS)), dtype=np.uint64)
+        quality[:, QUALITY_FIELDS.index("cancel_unknown_order")] = [r[6] for r in rows]
+        context = EventContext(
+            INSTRUMENT, "TEST", source_partition=0, source_offset=offset, sent_ns=1
+        )
+        messages.append(
+            encode_bbo(
+                context,
+                publisher_id=np.array([r[1] or 0 for r in rows], dtype=np.uint16),
+                record_index=np.array([r[3] for r in rows], dtype=np.uint32),
+                ts_event=np.array([T0 + r[0] * MS for r in rows], dtype=np.uint64),
+                ts_recv=np.array([T0 + r[0] * MS + 5 for r in rows], dtype=np.uint64),
+                sequence=np.array([100 + r[0] for r in rows], dtype=np.uint32),
+                bbo=np.array([_side(r[4], 1) + _side(r[5], 2) for r in rows], dtype=np.int64),
+                quality=quality,
+                consolidated=consolidated,
+                closing=_closing(n),
+            )
+        )
     return messages
 
 
-def _snapshot(ms: int, offset: int, bid: int) -> bytes:
-    book = {
-        "instrument_id": INSTRUMENT,
-        "publisher_id": 1,
-        "symbol": "TEST",
-        "ts_event": T0 + ms * MS,
-        "ts_recv": T0 + ms * MS + 5,
-        "sequence": 100 + ms,
-        "bids": [
-            {"price": format_price(bid), "size": 1, "count": 1},
-            {"price": format_price(bid - C), "size": 5, "count": 3},
-        ],
-        "asks": [{"price": format_price(bid + 2 * C), "size": 2, "count": 1}],
-        "crossed": False,
-        "locked": False,
-        "quality": {"cancel_unknown_order": 1},
-        "record_index": 0,
-        "final": False,
-    }
-    return orjson.dumps(
-        {
-            "schema": SNAPSHOT_SCHEMA,
-            "instrument_id": INSTRUMENT,
-            "symbol": "TEST",
-            "source": {"partition": 0, "offset": offset},
-            "sent_ns": 1,
-            "depth": 10,
-            "snapshots": [book],
-        }
+def _snapshot(ms: int, offset: int, bid: int) -> Encoded:
+    depth = 10
+    bids = np.zeros((1, depth, 3), dtype=np.int64)
+    asks = np.zeros((1, depth, 3), dtype=np.int64)
+    bids[:, :, 0] = asks[:, :, 0] = UNDEF_PRICE
+    bids[0, :2] = [(bid, 1, 1), (bid - C, 5, 3)]
+    asks[0, 0] = (bid + 2 * C, 2, 1)
+    quality = np.zeros((1, len(QUALITY_FIELDS)), dtype=np.uint64)
+    quality[0, QUALITY_FIELDS.index("cancel_unknown_order")] = 1
+    return encode_snapshots(
+        EventContext(INSTRUMENT, "TEST", source_partition=0, source_offset=offset, sent_ns=1),
+        depth=depth,
+        publisher_id=np.array([1], dtype=np.uint16),
+        record_index=np.array([0], dtype=np.uint32),
+        ts_event=np.array([T0 + ms * MS], dtype=np.uint64),
+        ts_recv=np.array([T0 + ms * MS + 5], dtype=np.uint64),
+        sequence=np.array([100 + ms], dtype=np.uint32),
+        bids=bids,
+        asks=asks,
+        quality=quality,
+        consolidated=np.array([False]),
+        final=np.array([False]),
     )
+
+
+def _decoded(kind: Kind, offset: int, message: Encoded) -> Decoded:
+    return decode_message(kind, 0, offset, message.value, message.headers)
 
 
 @pytest.fixture
 def loaded(clickhouse_client: Client) -> Client:
     apply_schema(clickhouse_client)
-    bbo = [decode_message(Kind.BBO, 0, i, m, []) for i, m in enumerate(_bbo_messages())]
+    bbo = [_decoded(Kind.BBO, i, m) for i, m in enumerate(_bbo_messages())]
     snapshots = [
-        decode_message(Kind.SNAPSHOT, 0, 0, _snapshot(500, 11, P + 81 * C), []),
-        decode_message(Kind.SNAPSHOT, 0, 1, _snapshot(2000, 13, P + 82 * C), []),
+        _decoded(Kind.SNAPSHOT, 0, _snapshot(500, 11, P + 81 * C)),
+        _decoded(Kind.SNAPSHOT, 1, _snapshot(2000, 13, P + 82 * C)),
     ]
     for _ in range(2):  # every message delivered twice: results must not change
         insert_events(clickhouse_client, [b for b in bbo if isinstance(b, EventRows)])
@@ -149,7 +152,8 @@ def test_bbo_at_a_time(loaded: Client) -> None:
     # Two changes at one ts_event: the later one in the source wins.
     latest = _run(loaded, at(INSTRUMENT, T0 + 5000 * MS, publisher_id=1))
     assert _bbo_summary(latest) == [(1, T0 + 3000 * MS, P + 82 * C, P + 83 * C)]
-    assert latest[0]["quality"] == {"cancel_unknown_order": 5, "add_existing_order": 0}
+    # `quality` is the ALIAS Map of every counter column.
+    assert latest[0]["quality"] == {**dict.fromkeys(QUALITY_FIELDS, 0), "cancel_unknown_order": 5}
     assert latest[0]["sequence"] == 3100
     assert latest[0]["symbol"] == "TEST"
     bounded = at(INSTRUMENT, T0 + 1000 * MS, since_ns=T0 + 150 * MS)
@@ -167,6 +171,8 @@ def test_depth_at_a_time(loaded: Client) -> None:
     assert row["bid_counts"] == [1, 3]
     assert row["ask_prices"] == [P + 83 * C]
     assert row["depth"] == 10
+    assert row["sequence"] == 600 and row["symbol"] == "TEST"
+    assert row["quality"] == {**dict.fromkeys(QUALITY_FIELDS, 0), "cancel_unknown_order": 1}
     later = _run(loaded, queries.depth_at(INSTRUMENT, T0 + 2000 * MS, publisher_id=1))
     assert [r["ts_event_ns"] for r in later] == [T0 + 2000 * MS]
     assert _run(loaded, queries.depth_at(INSTRUMENT, T0 + 499 * MS)) == []

@@ -5,22 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import orjson
 import pytest
 from clickhouse_connect.driver.client import Client
 
 from mbo_core.clickhouse import apply_schema
 from mbo_core.errors import MboError
+from mbo_core.prices import UNDEF_PRICE
+from mbo_core.quality import QUALITY_FIELDS
+from mbo_core.wire import Encoded
 from sink.decode import EventRows, Kind, RecordChunk, decode_message, record_columns
 from sink.writer import InsertError, check_tables, insert_block, insert_events, insert_records
 from tests.sink.wire import (
-    QUALITY,
+    CENT,
     Sent,
+    bbo_fields,
     bbo_message,
+    bbo_quality,
     clx5_records,
     event_chunks,
     last_flags,
     snapshot_message,
+    snapshot_quality,
 )
 
 pytestmark = pytest.mark.integration
@@ -63,19 +68,25 @@ def test_records_round_trip_exactly(clickhouse_client: Client) -> None:
     assert rows == expected
 
 
+def _event_rows(kind: Kind, message: Encoded) -> EventRows:
+    decoded = decode_message(kind, 0, 0, message.value, message.headers)
+    assert isinstance(decoded, EventRows)
+    return decoded
+
+
 def test_bbo_and_snapshot_rows_round_trip(clickhouse_client: Client) -> None:
     apply_schema(clickhouse_client)
     sent = Sent(1, 30, event_chunks(clx5_records(), 500)[0])
     indexes = last_flags(sent.records)[:4]
-    payload = bbo_message(sent, indexes)
-    payload["ask_price"][0] = None
-    bbo = decode_message(Kind.BBO, 0, 0, orjson.dumps(payload), [])
-    assert isinstance(bbo, EventRows)
+    bbo_levels = bbo_fields(sent, indexes)["bbo"]
+    bbo_levels[0, 3:6] = (UNDEF_PRICE, 0, 0)  # an empty ask side
+    bbo = _event_rows(Kind.BBO, bbo_message(sent, indexes, bbo=bbo_levels))
     assert insert_events(clickhouse_client, [bbo]).rows == 4
+    quality_columns = ", ".join(QUALITY_FIELDS)
     rows = _rows(
         clickhouse_client,
         "SELECT publisher_id, sequence, record_index, bid_price, ask_price, bid_size, ask_count, "
-        "crossed, quality, symbol FROM bbo ORDER BY record_index, publisher_id",
+        f"crossed, symbol, quality, {quality_columns} FROM bbo ORDER BY record_index, publisher_id",
     )
     records = [sent.records[i] for i in indexes]
     assert rows == [
@@ -84,36 +95,35 @@ def test_bbo_and_snapshot_rows_round_trip(clickhouse_client: Client) -> None:
             None if n % 2 else int(r["sequence"]),
             i,
             int(r["price"]),
-            None if n == 0 else int(r["price"]) + 10_000_000,
+            None if n == 0 else int(r["price"]) + CENT,
             int(r["size"]),
-            2,
+            0 if n == 0 else 2,
             False,
-            {QUALITY[0]: i, QUALITY[1]: 2 * i},
             "CLX5",
+            bbo_quality(i),  # the ALIAS Map of the counter columns
+            *bbo_quality(i).values(),
         )
         for n, (i, r) in enumerate(zip(indexes, records, strict=True))
     ]
 
-    snapshots = [
-        decode_message(Kind.SNAPSHOT, 0, 0, orjson.dumps(snapshot_message(sent, i)), [])
-        for i in indexes[:2]
-    ]
-    rows_of = [s for s in snapshots if isinstance(s, EventRows)]
-    assert insert_events(clickhouse_client, rows_of).rows == 2
+    snapshots = [_event_rows(Kind.SNAPSHOT, snapshot_message(sent, [i])) for i in indexes[:2]]
+    assert insert_events(clickhouse_client, snapshots).rows == 2
     price = int(records[0]["price"])
     assert _rows(
         clickhouse_client,
-        "SELECT record_index, depth, bid_prices, bid_sizes, ask_prices, ask_counts, quality "
-        "FROM book_snapshots ORDER BY record_index LIMIT 1",
+        "SELECT record_index, depth, bid_prices, bid_sizes, ask_prices, ask_counts, quality, "
+        f"final, {quality_columns} FROM book_snapshots ORDER BY record_index LIMIT 1",
     ) == [
         (
             indexes[0],
             10,
-            [price, price - 10_000_000],
+            [price, price - CENT],
             [3, 7],
-            [price + 10_000_000],
+            [price + CENT],
             [1],
-            dict.fromkeys(QUALITY, indexes[0]),
+            snapshot_quality(indexes[0]),
+            False,
+            *snapshot_quality(indexes[0]).values(),
         )
     ]
 

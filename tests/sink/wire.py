@@ -1,7 +1,9 @@
 """Test helpers: CLX5 cut into records messages per the wire format, and bbo/snapshot messages.
 
-Kept independent of the producer and processor stages: these follow mbo_core/schemas.py only,
-so the sink is tested against the documented formats, not against another stage's code.
+Kept independent of the producer and processor stages: messages are built with mbo_core.wire's
+encoders only (never by hand, never by another stage's code), so the sink is tested against the
+documented formats. Every value of a bbo or snapshot message is derived from a CLX5 record so a
+test can recompute it.
 """
 
 from __future__ import annotations
@@ -10,23 +12,24 @@ import asyncio
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import orjson
 
 from mbo_core.dbn import open_mbo
 from mbo_core.kafka import make_producer
-from mbo_core.prices import format_price
+from mbo_core.prices import UNDEF_PRICE
+from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.records import MBO_DTYPE
-from mbo_core.schemas import (
-    BBO_SCHEMA,
-    SNAPSHOT_SCHEMA,
+from mbo_core.settings import Settings
+from mbo_core.wire import (
+    Encoded,
+    EventContext,
+    encode_bbo,
+    encode_snapshots,
     end_of_stream_headers,
     instrument_key,
     records_headers,
 )
-from mbo_core.settings import Settings
 from tests.paths import CLX5
 
 F_LAST = 128  # DBN flag; not imported from mbo_core.book, which loads the compiled engine
@@ -34,7 +37,7 @@ CLX5_RECORDS = 38_212
 CLX5_INSTRUMENT = 432669
 CLX5_SYMBOL = "CLX5"
 DATASET = "GLBX.MDP3"
-QUALITY = ("cancel_unknown_order", "modify_unknown_order")
+CENT = 10_000_000  # 0.01 in 1e-9 price units
 
 
 @functools.cache
@@ -121,79 +124,119 @@ async def produce_records_async(
     ]
 
 
-def produce_json(
-    settings: Settings, topic: str, payloads: Sequence[dict[str, Any]]
+def produce_encoded(
+    settings: Settings, topic: str, messages: Sequence[Encoded]
 ) -> list[tuple[int, int]]:
-    """Send JSON messages keyed by the CLX5 instrument; returns (partition, offset) of each."""
+    """Send wire messages (value and headers) keyed by the CLX5 instrument; returns
+    (partition, offset) of each, in order."""
     key = instrument_key(CLX5_INSTRUMENT)
-    return asyncio.run(_send_all(settings, topic, [(key, orjson.dumps(p), []) for p in payloads]))
+    return asyncio.run(
+        _send_all(settings, topic, [(key, m.value, list(m.headers)) for m in messages])
+    )
 
 
-def bbo_message(sent: Sent, indexes: Sequence[int]) -> dict[str, Any]:
-    """A columnar bbo message about the records message `sent`: one entry per index (an F_LAST
-    record), with values derived from that record so a test can recompute them: bid = its price,
-    ask = price + 0.01, sizes from its size, the consolidated row (null publisher) on odd
-    entries, quality counters growing with the record index."""
-    rows = [sent.records[i] for i in indexes]
-    prices = [int(r["price"]) for r in rows]
+def context(sent: Sent, sent_ns: int) -> EventContext:
+    """The context of an event message computed from the records message `sent`."""
+    return EventContext(
+        instrument_id=CLX5_INSTRUMENT,
+        symbol=CLX5_SYMBOL,
+        source_partition=sent.partition,
+        source_offset=sent.offset,
+        sent_ns=sent_ns,
+    )
+
+
+def bbo_quality(index: int) -> dict[str, int]:
+    """The quality counters of the bbo entry of record `index`: counter q is index * (q + 1)."""
+    return {name: index * (q + 1) for q, name in enumerate(QUALITY_FIELDS)}
+
+
+def bbo_fields(sent: Sent, indexes: Sequence[int]) -> dict[str, np.ndarray]:
+    """The encode_bbo arrays of a bbo message about the records message `sent`: one entry per
+    index (an F_LAST record), with values derived from that record so a test can recompute them:
+    bid = its price, ask = price + 0.01, bid size = its size, ask size = size + 1, counts 1 and
+    2, the consolidated book (publisher 0, no sequence) on odd entries, quality counters
+    `bbo_quality(index)`. Change an array and pass it to `bbo_message` to vary one."""
+    index = np.asarray(indexes, dtype=np.int64)
+    rows = sent.records[index]  # a copy
+    n = len(index)
+    price = rows["price"].astype(np.int64)
+    size = rows["size"].astype(np.int64)
+    bbo = np.stack(
+        [price, size, np.ones(n, np.int64), price + CENT, size + 1, np.full(n, 2, np.int64)],
+        axis=1,
+    )
     return {
-        "schema": BBO_SCHEMA,
-        "instrument_id": CLX5_INSTRUMENT,
-        "symbol": CLX5_SYMBOL,
-        "source": {"partition": sent.partition, "offset": sent.offset},
-        "sent_ns": 5_000 + sent.offset,
-        "publisher_id": [None if n % 2 else int(r["publisher_id"]) for n, r in enumerate(rows)],
-        "record_index": list(indexes),
-        "ts_event": [int(r["ts_event"]) for r in rows],
-        "ts_recv": [int(r["ts_recv"]) for r in rows],
-        "sequence": [None if n % 2 else int(r["sequence"]) for n, r in enumerate(rows)],
-        "bid_price": [format_price(p) for p in prices],
-        "bid_size": [int(r["size"]) for r in rows],
-        "bid_count": [1] * len(rows),
-        "ask_price": [format_price(p + 10_000_000) for p in prices],
-        "ask_size": [int(r["size"]) + 1 for r in rows],
-        "ask_count": [2] * len(rows),
-        "crossed": [False] * len(rows),
-        "locked": [False] * len(rows),
-        "quality": {name: [i * (q + 1) for i in indexes] for q, name in enumerate(QUALITY)},
+        "publisher_id": rows["publisher_id"],
+        "record_index": index.astype(np.uint32),
+        "ts_event": rows["ts_event"],
+        "ts_recv": rows["ts_recv"],
+        "sequence": rows["sequence"],
+        "bbo": bbo,
+        "quality": np.outer(index, np.arange(1, len(QUALITY_FIELDS) + 1)).astype(np.uint64),
+        "consolidated": np.arange(n) % 2 == 1,
+        "closing": rows,
     }
 
 
-def snapshot_message(sent: Sent, index: int, *, final: bool = False) -> dict[str, Any]:
-    """A snapshots message of `sent` holding the snapshot after record `index`."""
+def bbo_message(sent: Sent, indexes: Sequence[int], **changes: np.ndarray) -> Encoded:
+    """The bbo message of `bbo_fields(sent, indexes)` (sent-ns 5000 + the records offset), with
+    `changes` replacing some of its arrays."""
+    fields = {**bbo_fields(sent, indexes), **changes}
+    return encode_bbo(context(sent, 5_000 + sent.offset), **fields)
+
+
+def snapshot_quality(index: int) -> dict[str, int]:
+    """The quality counters of the snapshot after record `index`: every counter is index."""
+    return dict.fromkeys(QUALITY_FIELDS, index)
+
+
+def snapshot_fields(
+    sent: Sent, indexes: Sequence[int], *, depth: int = 10
+) -> dict[str, np.ndarray]:
+    """The encode_snapshots arrays of depth snapshots after records `indexes` of `sent`, each of
+    two bid levels (its price x 3 in 1 order, price - 0.01 x 7 in 2) and one ask level
+    (price + 0.01 x 4 in 1), the levels up to `depth` (at least 2) undefined; quality
+    `snapshot_quality`, not consolidated, not final."""
+    index = np.asarray(indexes, dtype=np.int64)
+    rows = sent.records[index]  # a copy
+    n = len(index)
+    price = rows["price"].astype(np.int64)
+    bids = np.zeros((n, depth, 3), dtype=np.int64)
+    asks = np.zeros((n, depth, 3), dtype=np.int64)
+    bids[:, :, 0] = asks[:, :, 0] = UNDEF_PRICE
+    bids[:, 0] = np.stack([price, np.full(n, 3), np.full(n, 1)], axis=1)
+    bids[:, 1] = np.stack([price - CENT, np.full(n, 7), np.full(n, 2)], axis=1)
+    asks[:, 0] = np.stack([price + CENT, np.full(n, 4), np.full(n, 1)], axis=1)
     return {
-        "schema": SNAPSHOT_SCHEMA,
-        "instrument_id": CLX5_INSTRUMENT,
-        "symbol": CLX5_SYMBOL,
-        "source": {"partition": sent.partition, "offset": sent.offset},
-        "sent_ns": 7_000 + sent.offset,
-        "depth": 10,
-        "snapshots": [snapshot(sent, index, final=final)],
+        "publisher_id": rows["publisher_id"],
+        "record_index": index.astype(np.uint32),
+        "ts_event": rows["ts_event"],
+        "ts_recv": rows["ts_recv"],
+        "sequence": rows["sequence"],
+        "bids": bids,
+        "asks": asks,
+        "quality": np.repeat(index.astype(np.uint64)[:, None], len(QUALITY_FIELDS), axis=1),
+        "consolidated": np.zeros(n, dtype=bool),
+        "final": np.zeros(n, dtype=bool),
     }
 
 
-def snapshot(sent: Sent, index: int, *, final: bool = False) -> dict[str, Any]:
-    """A depth snapshot after record `index` of `sent`: two bid levels, one ask level."""
-    record = sent.records[index]
-    price = int(record["price"])
-    return {
-        "instrument_id": CLX5_INSTRUMENT,
-        "publisher_id": int(record["publisher_id"]),
-        "symbol": CLX5_SYMBOL,
-        "ts_event": int(record["ts_event"]),
-        "ts_recv": int(record["ts_recv"]),
-        "sequence": int(record["sequence"]),
-        "bids": [
-            {"price": format_price(price), "size": 3, "count": 1},
-            {"price": format_price(price - 10_000_000), "size": 7, "count": 2},
-        ],
-        "asks": [{"price": format_price(price + 10_000_000), "size": 4, "count": 1}],
-        "crossed": False,
-        "locked": False,
-        "quality": dict.fromkeys(QUALITY, index),
-        "record_index": index,
-        "final": final,
-    }
+def snapshot_message(
+    sent: Sent,
+    indexes: Sequence[int],
+    *,
+    final: bool | Sequence[bool] = False,
+    depth: int = 10,
+    **changes: np.ndarray,
+) -> Encoded:
+    """The snapshots message of `snapshot_fields(sent, indexes)` (sent-ns 7000 + the records
+    offset); `final`: the final mark of every snapshot, or of each; `changes` replace some of its
+    arrays."""
+    fields = snapshot_fields(sent, indexes, depth=depth)
+    fields["final"][:] = final
+    fields.update(changes)
+    return encode_snapshots(context(sent, 7_000 + sent.offset), depth=depth, **fields)
 
 
 def last_flags(records: np.ndarray) -> list[int]:
