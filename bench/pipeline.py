@@ -18,11 +18,15 @@ used (start-up included), which shows where the machine's cores went, and `cost`
 CPU-µs per record and its share of the total, the total CPU-µs per record over all processes
 (broker included), and the output per record: BBO and snapshot rows, and bytes per topic as
 stored by the broker (its log segments: record batches with their headers).
+`cost_while_replaying` is the same from the CPU each process used between the first record sent
+and the drain only: the pipeline's cost per record without the processes' start-up (imports,
+JIT, the broker's boot) and `mbo run`'s report, which a longer replay spreads thinner.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -59,12 +63,17 @@ def run(
          "--until-drained", "--data-dir", str(work / "data"), "--report", str(report)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
-    cpu = _watch_cpu(process)
+    samples = _watch_cpu(process)
     if process.returncode != 0:
         raise SystemExit(f"mbo run failed ({process.returncode}); see {work / 'data' / 'run'}")
     figures: dict[str, Any] = json.loads(report.read_text())
+    cpu = _totals(samples)
     figures["cpu_seconds"] = cpu
-    figures["cost"] = cost(figures, cpu, _topic_bytes(work / "data"))
+    topic_bytes = _topic_bytes(work / "data")
+    figures["cost"] = cost(figures, cpu, topic_bytes)
+    begin = figures["producer"]["first_sent_ns"] / 1e9
+    replaying = _totals(samples, window=(begin, begin + figures["seconds"]))
+    figures["cost_while_replaying"] = cost(figures, replaying, topic_bytes)
     return figures
 
 
@@ -96,13 +105,16 @@ def _topic_bytes(data_dir: Path) -> dict[str, int]:
     return dict(sorted(sizes.items()))
 
 
-def _watch_cpu(process: subprocess.Popen[bytes]) -> dict[str, float]:
-    """CPU seconds (user + system, start-up included) of each process of the run, by stage.
+#: Per process: its stage name and (wall-clock time, CPU seconds so far) samples.
+Samples = dict[int, tuple[str, list[tuple[float, float]]]]
 
-    Read from /proc until the run ends, so it shows where the two cores went: the stages, the
-    broker and `mbo run` itself. Empty where there is no /proc.
+
+def _watch_cpu(process: subprocess.Popen[bytes]) -> Samples:
+    """CPU seconds (user + system) of each process of the run, sampled every 0.2 s from /proc
+    until the run ends, so it shows where the two cores went: the stages, the broker and
+    `mbo run` itself. Empty where there is no /proc.
     """
-    seen: dict[int, tuple[str, float]] = {}
+    seen: Samples = {}
     while process.poll() is None:
         for pid in [process.pid, *_descendants(process.pid)]:
             try:
@@ -113,11 +125,29 @@ def _watch_cpu(process: subprocess.Popen[bytes]) -> dict[str, float]:
             name = _stage_name(argv)
             if pid in seen and name == "?":  # exited: its command line is gone, its name is not
                 name = seen[pid][0]
-            seen[pid] = (name, seconds)
+            history = seen[pid][1] if pid in seen else []
+            history.append((time.time(), seconds))
+            seen[pid] = (name, history)
         time.sleep(0.2)
+    return seen
+
+
+def _totals(samples: Samples, window: tuple[float, float] | None = None) -> dict[str, float]:
+    """CPU seconds by stage: all of each process's (start-up included), or only what it used
+    within the wall-clock window (linear between samples; 0 before a process's first)."""
+
+    def at(history: list[tuple[float, float]], t: float) -> float:
+        if t <= history[0][0]:
+            return 0.0 if t < history[0][0] else history[0][1]
+        for (t0, c0), (t1, c1) in itertools.pairwise(history):
+            if t0 <= t <= t1:
+                return c0 + (c1 - c0) * (t - t0) / max(t1 - t0, 1e-9)
+        return history[-1][1]
+
     totals: dict[str, float] = {}
-    for name, seconds in seen.values():
-        totals[name] = round(totals.get(name, 0.0) + seconds, 2)
+    for name, history in samples.values():
+        used = history[-1][1] if window is None else at(history, window[1]) - at(history, window[0])
+        totals[name] = round(totals.get(name, 0.0) + used, 2)
     return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
@@ -188,6 +218,7 @@ def main() -> None:
                     "rows": flat["rows"],
                     "cpu_seconds": flat["cpu_seconds"],
                     "cost": flat["cost"],
+                    "cost_while_replaying": flat["cost_while_replaying"],
                 },
                 "paced": {
                     "target_rate": args.rate,
@@ -197,6 +228,7 @@ def main() -> None:
                     "send_to_clickhouse_ms": slow["latency_ms"]["send_to_clickhouse"],
                     "cpu_seconds": slow["cpu_seconds"],
                     "cost": slow["cost"],
+                    "cost_while_replaying": slow["cost_while_replaying"],
                 },
                 "reports": {"flat_out": flat, "paced": slow},
             }
