@@ -59,10 +59,11 @@ def encode_bbo(
         RTYPE_MBP_1,
         MBP1_LENGTH_WORDS,
         instrument_id=context.instrument_id,
-        publisher_id=np.where(consolidated, 0, publisher_id),
+        publisher_id=publisher_id,
         ts_event=ts_event,
         ts_recv=ts_recv,
-        sequence=np.where(consolidated, 0, sequence),
+        sequence=sequence,
+        consolidated=consolidated,
     )
     for field in ("price", "size", "action", "side", "flags", "ts_in_delta"):
         out[field] = closing[field]

@@ -212,16 +212,18 @@ def mbp_records(
     ts_event: np.ndarray,
     ts_recv: np.ndarray,
     sequence: np.ndarray,
+    consolidated: np.ndarray,
 ) -> np.ndarray:
-    """n zeroed MBP records with their DBN header, timestamps and sequence filled in."""
+    """n zeroed MBP records with their DBN header, timestamps and sequence filled in; a
+    consolidated book's rows get publisher_id 0 and sequence 0 (the ext flag says which)."""
     out = np.zeros(len(publisher_id), dtype=dtype)
     out["length"] = length_words
     out["rtype"] = rtype
-    out["publisher_id"] = publisher_id
+    out["publisher_id"] = np.where(consolidated, 0, publisher_id)
     out["instrument_id"] = instrument_id
     out["ts_event"] = ts_event
     out["ts_recv"] = ts_recv
-    out["sequence"] = sequence
+    out["sequence"] = np.where(consolidated, 0, sequence)
     return out
 
 

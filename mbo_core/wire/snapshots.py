@@ -65,10 +65,11 @@ def encode_snapshots(
         RTYPE_MBP_10,
         MBP10_LENGTH_WORDS,
         instrument_id=context.instrument_id,
-        publisher_id=np.where(consolidated, 0, publisher_id),
+        publisher_id=publisher_id,
         ts_event=ts_event,
         ts_recv=ts_recv,
-        sequence=np.where(consolidated, 0, sequence),
+        sequence=sequence,
+        consolidated=consolidated,
     )
     out["price"] = UNDEF_PRICE
     out["action"] = ord("N")
