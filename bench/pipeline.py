@@ -2,7 +2,7 @@
 
     poetry run python -m bench.pipeline [--records 2000000] [--instruments 8] [--workers 1]
                                         [--rate 50000] [--paced-records 500000]
-                                        [--chunk-linger-ms MS]
+                                        [--chunk-linger-ms MS] [--chunk-records N]
 
 Generates a multi-instrument file with `mbo generate`, then runs `mbo run --until-drained`
 twice on the local broker and chDB, exactly as a user would:
@@ -52,12 +52,11 @@ def generate(path: Path, records: int, instruments: int, seed: int) -> float:
 
 
 def run(
-    source: Path, work: Path, *pacing: str, workers: int, linger_ms: float | None
+    source: Path, work: Path, *pacing: str, workers: int, settings: dict[str, str]
 ) -> dict[str, Any]:
     report = work / "report.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MBO_")}
-    if linger_ms is not None:
-        env["MBO_PIPELINE__CHUNK_LINGER_MS"] = str(linger_ms)
+    env.update(settings)
     process = subprocess.Popen(
         [*MBO, "run", "--replay", str(source), *pacing, "--workers", str(workers),
          "--until-drained", "--data-dir", str(work / "data"), "--report", str(report)],
@@ -193,6 +192,13 @@ def main() -> None:
         default=None,
         help="producer linger (MBO_PIPELINE__CHUNK_LINGER_MS; default: the setting's, 50 ms)",
     )
+    parser.add_argument(
+        "--chunk-records",
+        type=int,
+        default=None,
+        help="most records per records message (MBO_PIPELINE__CHUNK_RECORDS; default: the "
+        "setting's)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mbo-bench-") as tmp:
@@ -200,10 +206,14 @@ def main() -> None:
         big, paced = work / "flat.dbn.zst", work / "paced.dbn.zst"
         generate(big, args.records, args.instruments, seed=1)
         generate(paced, args.paced_records, args.instruments, seed=2)
-        linger = args.chunk_linger_ms
-        flat = run(big, work / "flat", "--max", workers=args.workers, linger_ms=linger)
+        settings = {}
+        if args.chunk_linger_ms is not None:
+            settings["MBO_PIPELINE__CHUNK_LINGER_MS"] = str(args.chunk_linger_ms)
+        if args.chunk_records is not None:
+            settings["MBO_PIPELINE__CHUNK_RECORDS"] = str(args.chunk_records)
+        flat = run(big, work / "flat", "--max", workers=args.workers, settings=settings)
         slow = run(paced, work / "paced", "--rate", str(args.rate), workers=args.workers,
-                   linger_ms=linger)  # fmt: skip
+                   settings=settings)  # fmt: skip
     print(
         json.dumps(
             {
@@ -211,6 +221,7 @@ def main() -> None:
                 "workers": args.workers,
                 "instruments": args.instruments,
                 "chunk_linger_ms": args.chunk_linger_ms,
+                "chunk_records": args.chunk_records,
                 "flat_out": {
                     "records": flat["records"],
                     "seconds": flat["seconds"],

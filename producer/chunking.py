@@ -1,6 +1,7 @@
 """Cutting an MBO record stream into Kafka-sized chunks of whole events, one instrument each.
 
-Pure (no I/O, no clock): callers pass the time, in any unit, when they feed records.
+Pure (no I/O, no clock). `FlushSchedule` decides, from times its caller passes, when each
+instrument's open chunk leaves.
 
 Records arrive in file order, instruments interleaved. Each record joins its instrument's
 buffer; a chunk is a run of one instrument's buffered records that ends right after an F_LAST
@@ -9,8 +10,8 @@ except that one event larger than that travels whole as a chunk of its own. Reco
 event whose F_LAST has not arrived yet stay buffered (across feeds) until it does.
 
 `feed` returns only chunks that are full (the next event of that instrument would not fit);
-`flush` also returns the open, not yet full chunks, of every instrument or of those whose
-oldest buffered record was fed at or before a deadline (the producer's linger). At the end of
+`flush` also returns the open, not yet full chunks, of every instrument or of some (those whose
+time to leave has come: `FlushSchedule`, the producer's linger). At the end of
 a stream (or of one copy of a looped replay), `take_unfinished` hands over, per instrument, the
 records after its last F_LAST: they are source data and go to the topic as a last chunk flagged
 as an unterminated tail, which the processor counts and never applies.
@@ -54,9 +55,6 @@ class Chunk:
         return len(self.records)
 
 
-_NO_TIMES = np.empty(0, dtype=np.float64)
-
-
 class Chunker:
     """Per-instrument buffers of the stream, cut into chunks of whole events (see module doc)."""
 
@@ -64,42 +62,33 @@ class Chunker:
         if chunk_records < 1:
             raise ValueError(f"chunk_records must be at least 1, not {chunk_records}")
         self.chunk_records = chunk_records
-        # Records not yet emitted, grouped by instrument (each group in file order), with the
-        # time each was fed. Groups appear in no particular order.
+        # Records not yet emitted, grouped by instrument (each group in file order). Groups
+        # appear in no particular order.
         self._pending: np.ndarray = np.empty(0, dtype=MBO_DTYPE)
-        self._times: np.ndarray = _NO_TIMES
-        # Earliest feed time of a buffered record that belongs to a complete event, i.e. when
-        # the next linger flush is due; None if no complete event is buffered.
-        self._next_deadline: float | None = None
+        # The instruments with complete events buffered (what a flush would send).
+        self._waiting: np.ndarray = np.empty(0, dtype=np.int64)
 
     @property
     def pending_records(self) -> int:
         """Records buffered: open chunks plus records of unfinished events."""
         return len(self._pending)
 
-    def next_open_time(self) -> float | None:
-        """Feed time of the oldest buffered record of a complete event (a chunk that a flush
-        would send), None if there is none. Add the linger to get the flush deadline."""
-        return self._next_deadline
+    def waiting_instruments(self) -> np.ndarray:
+        """The instruments with complete events buffered: those a flush would send chunks of."""
+        return self._waiting
 
-    def feed(self, records: np.ndarray, now: float = 0.0) -> list[Chunk]:
-        """Buffer `records` (file order, fed at time `now`); return the chunks that are full."""
+    def feed(self, records: np.ndarray) -> list[Chunk]:
+        """Buffer `records` (file order); return the chunks that are full."""
         if len(records) == 0:
             return []
-        if len(self._pending):
-            self._pending = join_records([self._pending, records])
-            self._times = np.concatenate([self._times, np.full(len(records), now)])
-        else:
-            self._pending = records
-            self._times = np.full(len(records), now)
-        return self._cut(flush_before=None, flush_all=False)
+        self._pending = join_records([self._pending, records]) if len(self._pending) else records
+        return self._cut(flushing_only=None, flush_all=False)
 
-    def flush(self, opened_by: float | None = None) -> list[Chunk]:
-        """Every chunk of complete events, full or not, of the instruments whose oldest buffered
-        record was fed at or before `opened_by` (all instruments if None)."""
+    def flush(self, instruments: np.ndarray | None = None) -> list[Chunk]:
+        """Every chunk of complete events, full or not, of `instruments` (of all if None)."""
         if not len(self._pending):
             return []
-        return self._cut(flush_before=opened_by, flush_all=opened_by is None)
+        return self._cut(flushing_only=instruments, flush_all=instruments is None)
 
     def take_unfinished(self) -> list[Chunk]:
         """Remove and return, one chunk per instrument, the records after its last F_LAST
@@ -109,7 +98,7 @@ class Chunker:
         """
         if not len(self._pending):
             return []
-        groups = _groups(self._pending, self._times)
+        groups = _groups(self._pending)
         tails: list[Chunk] = []
         keep = np.ones(len(groups.records), dtype=bool)
         for done, end in zip(groups.complete_ends.tolist(), groups.ends.tolist(), strict=True):
@@ -118,18 +107,23 @@ class Chunker:
                 tails.append(Chunk(int(tail["instrument_id"][0]), tail))
                 keep[done:end] = False
         self._pending = take_records(groups.records, keep)
-        self._times = groups.times[keep] if len(groups.times) else groups.times
         return tails
 
-    def _cut(self, *, flush_before: float | None, flush_all: bool) -> list[Chunk]:
-        groups = _groups(self._pending, self._times)
-        self._pending, self._times = groups.records, groups.times
+    def _cut(
+        self,
+        *,
+        flushing_only: np.ndarray | None,
+        flush_all: bool,
+    ) -> list[Chunk]:
+        groups = _groups(self._pending)
+        self._pending = groups.records
         starts, ends, complete_ends = groups.starts, groups.ends, groups.complete_ends
         has_complete = complete_ends > starts
+        group_ids = self._pending["instrument_id"][starts]
         if flush_all:
             flushing = has_complete
-        elif flush_before is not None:
-            flushing = has_complete & (self._times[starts] <= flush_before)
+        elif flushing_only is not None:
+            flushing = has_complete & np.isin(group_ids, flushing_only)
         else:
             flushing = np.zeros(len(starts), dtype=bool)
         # A group yields full chunks only if it holds more than one chunk's worth of records.
@@ -148,8 +142,9 @@ class Chunker:
         ]
         cut_from = [starts[whole]]
         cut_to = [complete_ends[whole]]
-        deadline: float | None = None
         last_positions = groups.last_positions
+        idle = has_complete & ~acting
+        waiting = idle.copy()
         for index in np.flatnonzero(acting & ~whole).tolist():
             start, end, done = int(starts[index]), int(ends[index]), int(complete_ends[index])
             position = self._cut_group(
@@ -157,14 +152,9 @@ class Chunker:
             )
             cut_from.append(np.array([start]))
             cut_to.append(np.array([position]))
-            if position < done:  # an open chunk stays: it lingers from its oldest record
-                opened = float(self._times[position])
-                deadline = opened if deadline is None else min(deadline, opened)
-        idle = has_complete & ~acting
-        if idle.any():
-            opened = float(self._times[starts[idle]].min())
-            deadline = opened if deadline is None else min(deadline, opened)
-        self._next_deadline = deadline
+            if position < done:  # an open chunk stays until its instrument is flushed
+                waiting[index] = True
+        self._waiting = group_ids[waiting].astype(np.int64)
         if chunks:
             # Drop the emitted ranges [from, to) of the buffer: +1 at each start, -1 at each end,
             # a running sum of 0 means kept.
@@ -174,7 +164,6 @@ class Chunker:
             keep = np.cumsum(marks[:-1]) == 0
             # Chunks are views of the old buffer, which they keep alive; the buffer moves on.
             self._pending = take_records(records, keep)
-            self._times = self._times[keep]
         return chunks
 
     def _cut_group(
@@ -212,24 +201,77 @@ class Chunker:
         return position
 
 
+class FlushSchedule:
+    """When each instrument's open chunk leaves in a paced replay: every `linger`, at a phase
+    of its own.
+
+    Why: with one deadline per chunk (its oldest record plus the linger), the chunks of every
+    instrument opened in the same time slice and left in the same one, so the book processor
+    got N messages at once and took them one after the other: the last waited for N-1 others
+    (8 instruments at 50k records/s: ~1.2 ms each, most of the send->event p90). Here instrument
+    k (in the order instruments first appear) leaves at times k/phases * linger + m * linger, so
+    with `phases` = linger / time slice they leave a slice apart. A record still waits at most
+    the linger (plus the slice the replay is in) for its chunk. Times are the replay clock's.
+    """
+
+    def __init__(self, linger: float, phases: int) -> None:
+        if linger <= 0 or phases < 1:
+            raise ValueError(f"linger must be > 0 and phases >= 1, not {linger}, {phases}")
+        self.linger = linger
+        self.phases = phases
+        self._index: dict[int, int] = {}
+        self._due = np.empty(0, dtype=np.float64)
+
+    def due(self, waiting: np.ndarray, now: float) -> np.ndarray:
+        """Which of the `waiting` instruments leave now; every instrument whose time has come
+        moves on to its next one, waiting or not."""
+        self._learn(waiting, now)
+        passed = self._due <= now
+        if not passed.any():
+            return waiting[:0]
+        rows = np.array([self._index[i] for i in waiting.tolist()], dtype=np.intp)
+        leaving = waiting[passed[rows]] if len(rows) else waiting[:0]
+        late = self._due[passed]
+        self._due[passed] = late + self.linger * (np.floor((now - late) / self.linger) + 1)
+        return leaving
+
+    def next_due(self, waiting: np.ndarray) -> float | None:
+        """The earliest time one of the `waiting` instruments leaves (None if none waits)."""
+        if not len(waiting):
+            return None
+        known = [self._index[i] for i in waiting.tolist() if i in self._index]
+        return float(self._due[known].min()) if known else None
+
+    def _learn(self, waiting: np.ndarray, now: float) -> None:
+        new = [i for i in waiting.tolist() if i not in self._index]
+        if not new:
+            return
+        step = self.linger / self.phases
+        first = len(self._index)
+        due = np.empty(len(new), dtype=np.float64)
+        for n, instrument in enumerate(new):
+            self._index[instrument] = first + n
+            phase = ((first + n) % self.phases) * step
+            # Its first time at or after now, so its first records wait at most the linger.
+            due[n] = phase + self.linger * max(0.0, np.ceil((now - phase) / self.linger))
+        self._due = np.concatenate([self._due, due])
+
+
 @dataclass(frozen=True, slots=True)
 class _Groups:
     records: np.ndarray  # grouped by instrument, each group in its original order
-    times: np.ndarray
     starts: np.ndarray  # first position of each group
     ends: np.ndarray  # one past the last position of each group
     complete_ends: np.ndarray  # one past the group's last F_LAST record (= start if none)
     last_positions: np.ndarray  # positions of every F_LAST record, ascending
 
 
-def _groups(records: np.ndarray, times: np.ndarray = _NO_TIMES) -> _Groups:
+def _groups(records: np.ndarray) -> _Groups:
     ids = records["instrument_id"]
     if ids.min() != ids.max():
         # Stable: each instrument's records keep their order.
         order = np.argsort(ids, kind="stable")
         records = take_records(records, order)
-        if len(times):
-            times = times[order]
         ids = records["instrument_id"]
         starts = np.concatenate([[0], np.flatnonzero(ids[1:] != ids[:-1]) + 1])
     else:
@@ -241,7 +283,7 @@ def _groups(records: np.ndarray, times: np.ndarray = _NO_TIMES) -> _Groups:
     candidate = last_positions[np.maximum(before_end, 0)] if len(last_positions) else starts - 1
     inside = (before_end >= 0) & (candidate >= starts)
     complete_ends = np.where(inside, candidate + 1, starts)
-    return _Groups(records, times, starts, ends, complete_ends, last_positions)
+    return _Groups(records, starts, ends, complete_ends, last_positions)
 
 
 def clear_records(books: dict[tuple[int, int], tuple[int, int]]) -> np.ndarray:

@@ -15,6 +15,7 @@ from producer.chunking import (
     UNDEF_PRICE,
     Chunk,
     Chunker,
+    FlushSchedule,
     clear_records,
     last_of_each_book,
 )
@@ -57,7 +58,7 @@ def test_full_chunks_are_cut_at_event_ends_and_the_rest_waits_for_a_flush() -> N
     assert sizes(rest) == [4]
     assert positions(full + rest) == list(range(7))
     assert chunker.pending_records == 0
-    assert chunker.next_open_time() is None
+    assert chunker.waiting_instruments().tolist() == []
 
 
 def test_every_chunk_ends_with_f_last_and_respects_the_bound() -> None:
@@ -130,27 +131,61 @@ def test_a_full_chunk_could_not_take_the_next_event() -> None:
     assert sizes(chunker.flush()) == [5]
 
 
-def test_linger_flush_sends_only_instruments_whose_oldest_record_waited_long_enough() -> None:
+def test_flush_of_some_instruments_sends_only_theirs() -> None:
     chunker = Chunker(100)
-    assert chunker.feed(stream([1, 1], [False, True]), now=10.0) == []
-    assert chunker.next_open_time() == 10.0
-    assert chunker.feed(stream([2], [True]), now=12.0) == []
-    assert chunker.next_open_time() == 10.0
-    assert chunker.flush(opened_by=9.0) == []
-    (first,) = chunker.flush(opened_by=10.5)
+    assert chunker.feed(stream([1, 1], [False, True])) == []
+    assert chunker.feed(stream([2, 3], [True, False])) == []
+    # Instrument 3's event is still open: nothing of it could be sent.
+    assert sorted(chunker.waiting_instruments().tolist()) == [1, 2]
+    assert chunker.flush(np.array([3])) == []
+    (first,) = chunker.flush(np.array([1, 3]))
     assert first.instrument_id == 1 and len(first) == 2
-    assert chunker.next_open_time() == 12.0
-    (second,) = chunker.flush(opened_by=12.0)
+    assert chunker.waiting_instruments().tolist() == [2]
+    (second,) = chunker.flush(np.array([2]))
     assert second.instrument_id == 2
-    assert chunker.next_open_time() is None
+    assert chunker.waiting_instruments().tolist() == []
+    assert chunker.pending_records == 1
 
 
-def test_linger_time_of_a_late_completed_event_is_its_first_record() -> None:
-    chunker = Chunker(100)
-    chunker.feed(stream([1], [False]), now=1.0)
-    assert chunker.next_open_time() is None  # nothing could be sent yet
-    chunker.feed(stream([1], [True]), now=5.0)
-    assert chunker.next_open_time() == 1.0  # it has waited since 1.0: due at once
+def test_flush_schedule_sends_each_instrument_once_a_linger_at_phases_a_slice_apart() -> None:
+    schedule = FlushSchedule(linger=10.0, phases=5)
+    waiting = np.array([7, 8, 9])
+    leaving: dict[float, list[int]] = {}
+    for tick in range(40):
+        now = tick * 1.0
+        out = schedule.due(waiting, now).tolist()
+        if out:
+            leaving[now] = out
+    # In the order first seen: phases 0, 2, 4 (of 10); one instrument a time.
+    assert leaving == {
+        0.0: [7], 2.0: [8], 4.0: [9], 10.0: [7], 12.0: [8], 14.0: [9],
+        20.0: [7], 22.0: [8], 24.0: [9], 30.0: [7], 32.0: [8], 34.0: [9],
+    }  # fmt: skip
+    assert schedule.next_due(waiting) == 40.0
+    assert schedule.next_due(waiting[:0]) is None
+
+
+def test_flush_schedule_keeps_a_late_or_quiet_instruments_phase() -> None:
+    schedule = FlushSchedule(linger=10.0, phases=2)
+    assert schedule.due(np.array([1, 2]), 0.0).tolist() == [1]
+    # Instrument 2 (phase 5) waits for nothing at 5 or at 17.
+    assert schedule.due(np.array([1]), 17.0).tolist() == [1]  # late: 10 passed
+    assert schedule.next_due(np.array([1, 2])) == 20.0
+    # Its turns at 5 and 15 passed while it was quiet: the next is 25, not at once.
+    assert schedule.due(np.array([2]), 24.0).tolist() == []
+    assert schedule.next_due(np.array([2])) == 25.0
+    assert schedule.due(np.array([2]), 25.0).tolist() == [2]
+    assert schedule.next_due(np.array([2])) == 35.0
+
+
+def test_flush_schedule_first_turn_comes_within_a_linger() -> None:
+    schedule = FlushSchedule(linger=10.0, phases=2)
+    assert schedule.due(np.array([1]), 3.0).tolist() == []  # phase 0: next turn at 10
+    assert schedule.next_due(np.array([1])) == 10.0
+    assert schedule.due(np.array([1, 2]), 4.0).tolist() == []  # phase 5: first turn at 5
+    assert schedule.next_due(np.array([2])) == 5.0
+    with pytest.raises(ValueError, match="linger"):
+        FlushSchedule(linger=0.0, phases=1)
 
 
 def test_chunk_bound_must_be_positive() -> None:
@@ -185,18 +220,18 @@ def test_last_of_each_book() -> None:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[np.ndarray, int, list[tuple[int, float | None]]]:
+def scenarios(draw: st.DrawFn) -> tuple[np.ndarray, int, list[tuple[int, list[int] | None]]]:
     count = draw(st.integers(0, 80))
     instruments = draw(st.lists(st.sampled_from([1, 2, 3]), min_size=count, max_size=count))
     last = draw(st.lists(st.booleans(), min_size=count, max_size=count))
     bound = draw(st.integers(1, 7))
-    # Feeds of consecutive slices, each maybe followed by a linger flush at some deadline.
-    steps: list[tuple[int, float | None]] = []
+    # Feeds of consecutive slices, each maybe followed by a flush of some instruments.
+    steps: list[tuple[int, list[int] | None]] = []
     position = 0
     while position < count:
         take = draw(st.integers(1, count - position))
-        flush_at = draw(st.one_of(st.none(), st.floats(-1.0, float(len(steps) + 1))))
-        steps.append((take, flush_at))
+        flushed = draw(st.one_of(st.none(), st.lists(st.sampled_from([1, 2, 3]), max_size=3)))
+        steps.append((take, flushed))
         position += take
     return stream(instruments, last), bound, steps
 
@@ -204,17 +239,17 @@ def scenarios(draw: st.DrawFn) -> tuple[np.ndarray, int, list[tuple[int, float |
 @settings(max_examples=150, deadline=None)
 @given(scenarios())
 def test_chunks_are_exactly_each_instruments_complete_events_in_order(
-    scenario: tuple[np.ndarray, int, list[tuple[int, float | None]]],
+    scenario: tuple[np.ndarray, int, list[tuple[int, list[int] | None]]],
 ) -> None:
     records, bound, steps = scenario
     chunker = Chunker(bound)
     chunks: list[Chunk] = []
     position = 0
-    for now, (take, flush_at) in enumerate(steps):
-        chunks += chunker.feed(records[position : position + take], now=float(now))
+    for take, flushed in steps:
+        chunks += chunker.feed(records[position : position + take])
         position += take
-        if flush_at is not None:
-            chunks += chunker.flush(opened_by=flush_at)
+        if flushed is not None:
+            chunks += chunker.flush(np.array(flushed, dtype=np.int64))
     chunks += chunker.flush()
     tails = chunker.take_unfinished()
     dropped = sum(len(tail) for tail in tails)
