@@ -50,30 +50,39 @@ class Published:
     end_of_stream: bool = False
 
 
+#: S_FLAGS of a snapshot row: the consolidated book; an instrument's last state at its end.
+SNAP_CONSOLIDATED = 1
+SNAP_FINAL = 2
+
+
 class _Snapshots:
-    """The snapshots of one records message, written row by row into one int64 buffer."""
+    """The snapshots of one records message: the kernel's rows (books alone on their
+    instrument) and the rows written here (books with other publishers, with the consolidated
+    book; final states), int64 rows of the kernel.S_* layout merged in event order."""
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
         self.rows = np.zeros((4, k.S_LEVELS + 6 * depth), dtype=np.int64)
         self.count = 0
-        self.record_index: list[int] = []
-        self.consolidated: list[bool] = []
-        self.final: list[bool] = []
+        self.kernel_rows = self.rows[:0]
 
-    def next_row(self, record_index: int, *, consolidated: bool, final: bool) -> np.ndarray:
+    @property
+    def total(self) -> int:
+        return self.count + len(self.kernel_rows)
+
+    def next_row(self, record_index: int, *, flags: int) -> np.ndarray:
         if self.count == len(self.rows):
             self.rows = np.concatenate([self.rows, np.zeros_like(self.rows)])
-        self.record_index.append(record_index)
-        self.consolidated.append(consolidated)
-        self.final.append(final)
+        row: np.ndarray = self.rows[self.count]
         self.count += 1
-        row: np.ndarray = self.rows[self.count - 1]
+        row[k.S_RECORD] = record_index
+        row[k.S_FLAGS] = flags
         return row
 
     def add_view(self, view: BookView, record_index: int, *, final: bool) -> None:
         """A book computed outside the kernel (the consolidated one), written into a row."""
-        row = self.next_row(record_index, consolidated=view.publisher_id is None, final=final)
+        consolidated = SNAP_CONSOLIDATED if view.publisher_id is None else 0
+        row = self.next_row(record_index, flags=consolidated | (SNAP_FINAL if final else 0))
         row[k.S_PUBLISHER] = view.publisher_id or 0
         row[k.S_TS_EVENT] = view.ts_event
         row[k.S_TS_RECV] = view.ts_recv
@@ -86,24 +95,32 @@ class _Snapshots:
             block[: 3 * len(levels)] = levels[:depth].reshape(-1)
 
     def encode(self, context: EventContext) -> Encoded | None:
-        if not self.count:
+        if not self.total:
             return None
-        n, depth = self.count, self.depth
-        rows = self.rows[:n]
+        if not len(self.kernel_rows):
+            rows = self.rows[: self.count]
+        elif not self.count:
+            rows = self.kernel_rows
+        else:
+            both = np.concatenate([self.kernel_rows, self.rows[: self.count]])
+            # Event order; one event's rows (a book and its consolidated book) keep theirs.
+            rows = both[np.argsort(both[:, k.S_RECORD], kind="stable")]
+        n, depth = len(rows), self.depth
         levels = rows[:, k.S_LEVELS :].reshape(n, 2, depth, 3)
+        flags = rows[:, k.S_FLAGS]
         return encode_snapshots(
             context,
             depth=depth,
             publisher_id=rows[:, k.S_PUBLISHER],
-            record_index=np.array(self.record_index, dtype=np.int64),
+            record_index=rows[:, k.S_RECORD],
             ts_event=rows[:, k.S_TS_EVENT],
             ts_recv=rows[:, k.S_TS_RECV],
             sequence=rows[:, k.S_SEQUENCE],
             bids=levels[:, 0],
             asks=levels[:, 1],
             quality=rows[:, k.S_QUALITY : k.S_LEVELS],
-            consolidated=np.array(self.consolidated, dtype=bool),
-            final=np.array(self.final, dtype=bool),
+            consolidated=(flags & SNAP_CONSOLIDATED) != 0,
+            final=(flags & SNAP_FINAL) != 0,
         )
 
 
@@ -156,7 +173,7 @@ class BookPublisher:
                 records=0,
                 events=0,
                 snapshots=snapshots.encode(context),
-                snapshot_count=snapshots.count,
+                snapshot_count=snapshots.total,
                 end_of_stream=True,
             )
         records = message.records
@@ -166,13 +183,16 @@ class BookPublisher:
             # An event ends at an F_LAST of this message: its index in the message.
             self._snapshots(book, int(origin[ready_index]), snapshots)
 
-        taps = self.engine.apply_tracked(
+        taps, snapshots.kernel_rows = self.engine.apply_tracked(
             ready,
             snapshot_interval_ns=self.snapshot_interval_ns,
+            snapshot_depth=self.snapshot_depth,
             on_snapshot_due=snapshot_due,
         )
-        if len(taps) and ready is not records:
+        if ready is not records:
             taps[:, k.T_RECORD] = origin[taps[:, k.T_RECORD]]
+            kernel_rows = snapshots.kernel_rows
+            kernel_rows[:, k.S_RECORD] = origin[kernel_rows[:, k.S_RECORD]]
         if message.unterminated_tail:
             self._end_open_events(instrument_id)
         self._index_new_books()
@@ -184,7 +204,7 @@ class BookPublisher:
             bbo=bbo,
             bbo_rows=rows,
             snapshots=snapshots.encode(context),
-            snapshot_count=snapshots.count,
+            snapshot_count=snapshots.total,
         )
 
     def _end_open_events(self, instrument_id: int) -> None:
@@ -321,9 +341,10 @@ class BookPublisher:
     # --------------------------------------------------------------- snapshots
 
     def _snapshots(self, book: int, record_index: int, out: _Snapshots) -> None:
-        """The book's snapshot, and the consolidated one where its instrument has several."""
+        """The snapshot of a book that shares its instrument with other publishers' books (the
+        kernel writes the others' itself), then the consolidated one."""
         self._index_new_books()
-        row = out.next_row(record_index, consolidated=False, final=False)
+        row = out.next_row(record_index, flags=0)
         self.engine.snapshot_row(book, self.snapshot_depth, row)
         siblings = self._books_of[int(self.engine.book_key(book).instrument_id)]
         if len(siblings) > 1:
@@ -335,7 +356,7 @@ class BookPublisher:
         self._index_new_books()
         books = self._books_of.get(instrument_id, [])
         for b in books:
-            self.engine.snapshot_row(b, out.depth, out.next_row(0, consolidated=False, final=True))
+            self.engine.snapshot_row(b, out.depth, out.next_row(0, flags=SNAP_FINAL))
         if len(books) > 1:
             out.add_view(self.engine.consolidated(books, out.depth), 0, final=True)
 

@@ -108,9 +108,11 @@ class BookEngine:
             lad_lvl=np.zeros((book_capacity * 2, ladder_width), dtype=np.int64),
             lad_n=np.zeros(book_capacity * 2, dtype=np.int64),
         )
-        self._out = np.zeros(4, dtype=np.int64)
+        self._out = np.zeros(5, dtype=np.int64)
         self._no_taps = np.zeros((0, k.TAP_COLUMNS), dtype=np.int64)
         self._taps = np.zeros((1024, k.TAP_COLUMNS), dtype=np.int64)
+        self._no_snaps = np.zeros((0, k.S_LEVELS), dtype=np.int64)
+        self._snaps = self._no_snaps
         self._scratch = np.zeros((64, 3), dtype=np.int64)
         self.records_applied = 0
 
@@ -130,7 +132,9 @@ class BookEngine:
         out = self._out
         i, n = 0, len(recs)
         while i < n:
-            status = k.apply_batch(self._state, recs, i, n, stop_at_events, 0, self._no_taps, out)
+            status = k.apply_batch(
+                self._state, recs, i, n, stop_at_events, 0, self._no_taps, out, self._no_snaps, 0
+            )
             self.records_applied += int(out[0]) - i
             i = int(out[0])
             if status == k.EVENT:
@@ -143,35 +147,47 @@ class BookEngine:
         records: np.ndarray,
         *,
         snapshot_interval_ns: int,
+        snapshot_depth: int,
         on_snapshot_due: Callable[[int, int], None],
-    ) -> np.ndarray:
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Apply records in order, tracking what a publisher of the books must publish.
 
-        Returns one row per event that changed its book's best levels (columns: kernel.T_*:
-        record index, book, ts_event, ts_recv, sequence, bid price/size/count, ask
-        price/size/count, the book's quality counters; an empty side has price UNDEF_PRICE).
-        Calls on_snapshot_due(book, record_index) right after each event that is its book's first
-        in a new snapshot_interval_ns bucket of ts_event, while that book is observable.
-        "Changed" is relative to what this engine last reported, so the result depends only on
-        the records applied since the engine was created.
+        Returns (taps, snapshots). taps: one row per event that changed its book's best levels
+        (columns: kernel.T_*: record index, book, ts_event, ts_recv, sequence, bid price/size/
+        count, ask price/size/count, the book's quality counters; an empty side has price
+        UNDEF_PRICE). "Changed" is relative to what this engine last reported, so the result
+        depends only on the records applied since the engine was created.
+        A snapshot is due after each event that is its book's first in a new
+        snapshot_interval_ns bucket of ts_event. For a book alone on its instrument the kernel
+        writes it (snapshot_row at snapshot_depth, S_RECORD the event's last record) into
+        `snapshots`, in event order, without stopping; for a book that shares its instrument
+        with other publishers' books it calls on_snapshot_due(book, record_index) right after
+        the event, while every book is observable (the caller adds the consolidated book).
         """
         recs = _as_mbo(records)
-        if len(self._taps) < len(recs):
-            self._taps = np.zeros((len(recs), k.TAP_COLUMNS), dtype=np.int64)
+        n = len(recs)
+        if len(self._taps) < n:
+            self._taps = np.zeros((n, k.TAP_COLUMNS), dtype=np.int64)
+        width = k.S_LEVELS + 6 * snapshot_depth
+        if self._snaps.shape[1] != width or len(self._snaps) < n:
+            # At most one snapshot per event: as many rows as records always suffice.
+            self._snaps = np.zeros((max(n, 64), width), dtype=np.int64)
         out = self._out
         out[2] = 0
-        i, n = 0, len(recs)
+        out[4] = 0
+        i = 0
         while i < n:
             status = k.apply_batch(
-                self._state, recs, i, n, False, snapshot_interval_ns, self._taps, out
-            )
+                self._state, recs, i, n, False, snapshot_interval_ns, self._taps, out,
+                self._snaps, snapshot_depth,
+            )  # fmt: skip
             self.records_applied += int(out[0]) - i
             i = int(out[0])
             if status == k.EVENT:
                 on_snapshot_due(int(out[1]), i - 1)
             elif status != k.DONE:
                 self._grow(status)
-        return self._taps[: int(out[2])].copy()
+        return self._taps[: int(out[2])].copy(), self._snaps[: int(out[4])].copy()
 
     def mark_unterminated(self, records: np.ndarray) -> None:
         """Count records of events that will never close (the stream ended); apply none."""

@@ -74,15 +74,20 @@ N_QUALITY = 8
 # published depends only on the input, also after a rebuild.
 B_BBO = B_QUALITY + N_QUALITY
 B_SNAPSHOT_BUCKET = B_BBO + 6
-BOOK_COLUMNS = B_SNAPSHOT_BUCKET + 1
+# 1 when another book has the same instrument (another publisher): its snapshots then come with
+# the consolidated book, which the caller computes, so apply_batch stops for them.
+B_SHARED = B_SNAPSHOT_BUCKET + 1
+BOOK_COLUMNS = B_SHARED + 1
 # A tap row: what apply_batch records for each event that changed a book's best levels.
 T_RECORD, T_BOOK, T_TS_EVENT, T_TS_RECV, T_SEQUENCE = range(5)
 T_BBO = 5  # bid price, size, count, ask price, size, count
 T_QUALITY = T_BBO + 6
 TAP_COLUMNS = T_QUALITY + N_QUALITY
-# A snapshot row (snapshot_row): the book's ids, last event, counters, then its best levels.
-S_PUBLISHER, S_TS_EVENT, S_TS_RECV, S_SEQUENCE = range(4)
-S_QUALITY = 4
+# A snapshot row (snapshot_row): the book's ids, last event, the index of the record it follows
+# and what kind of snapshot it is (SNAP_* flags, written by whoever fills the row), counters,
+# then its best levels.
+S_PUBLISHER, S_TS_EVENT, S_TS_RECV, S_SEQUENCE, S_RECORD, S_FLAGS = range(6)
+S_QUALITY = 6
 S_LEVELS = S_QUALITY + N_QUALITY  # bids (price, size, count) x depth, then asks x depth
 # meta scalars
 M_BOOKS, M_ORDER_FREE, M_ORDERS_USED, M_LEVEL_FREE = range(4)
@@ -159,6 +164,10 @@ def init_book(s: KernelState, b: int, instrument_id: int, publisher_id: int) -> 
     books[b, B_BBO] = UNDEF_PRICE
     books[b, B_BBO + 3] = UNDEF_PRICE
     books[b, B_SNAPSHOT_BUCKET] = -1
+    for other in range(b):
+        if books[other, B_INSTRUMENT] == instrument_id:
+            books[other, B_SHARED] = 1
+            books[b, B_SHARED] = 1
     index_book(s, b)
 
 
@@ -516,6 +525,8 @@ def apply_batch(
     snapshot_interval_ns: int,
     taps: np.ndarray,
     out: np.ndarray,
+    snaps: np.ndarray,
+    snap_depth: int,
 ) -> int:
     """Apply records[start:stop] (a DBN MBO structured array) in order.
 
@@ -526,6 +537,10 @@ def apply_batch(
     caller can observe that book. When taps has rows, each event that changes its book's best
     levels appends a tap row (TAP_COLUMNS) at taps[out[2]] and increments out[2]; the caller
     leaves out[2] alone between calls on one batch and makes taps as long as the batch.
+    When snaps has rows, a snapshot due for a book of its own instrument alone (not B_SHARED) is
+    written here instead of stopping: snapshot_row at snaps[out[4]] (depth snap_depth, S_RECORD
+    the F_LAST record's index, S_FLAGS 0), then out[4] += 1; it stops as before once snaps is
+    full. The caller leaves out[4] alone between calls on one batch.
     """
     meta = s.meta
     books = s.books
@@ -582,6 +597,18 @@ def apply_batch(
                 if bucket != books[b, B_SNAPSHOT_BUCKET]:
                     books[b, B_SNAPSHOT_BUCKET] = bucket
                     snapshot_due = True
+            if (
+                snapshot_due
+                and not stop_after_event
+                and books[b, B_SHARED] == 0
+                and out[4] < snaps.shape[0]
+            ):
+                row = snaps[out[4]]
+                snapshot_row(s, b, snap_depth, row)
+                row[S_RECORD] = i - 1
+                row[S_FLAGS] = 0
+                out[4] += 1
+                snapshot_due = False
             if stop_after_event or snapshot_due:
                 out[0] = i
                 out[3] = 1 if snapshot_due else 0
