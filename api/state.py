@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,7 +53,13 @@ from mbo_core.wire import (
     decode_bbo,
     decode_snapshots,
 )
-from mbo_core.wire.headers import H_SCHEMA, Headers, header_map
+from mbo_core.wire.headers import (
+    H_SCHEMA,
+    H_SOURCE_OFFSET,
+    H_SOURCE_PARTITION,
+    Headers,
+    header_map,
+)
 
 log = logging.getLogger("api.state")
 
@@ -120,6 +126,7 @@ class _Entry:
 class _Instrument:
     symbol: str | None = None
     publishers: set[int] = field(default_factory=set)
+    consolidated: bool = False  # it has a consolidated book
     last_update_ns: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     payloads: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
@@ -138,11 +145,19 @@ class LiveState:
         self._entries: dict[Key, _Entry] = {}
         self._instruments: dict[int, _Instrument] = {}
         self.messages = 0
+        #: Messages skipped unread: a newer message of the same single-book instrument came in
+        #: the same fetch (see superseded()).
+        self.superseded = 0
         self.rejected = 0
         #: Set once the consumer has read up to the ends it saw at its start (tests wait on it).
         self.caught_up = asyncio.Event()
 
     # ------------------------------------------------------------------ reading
+
+    def single_book(self, instrument_id: int) -> bool:
+        """Whether the instrument has one book only (one publisher, no consolidated book)."""
+        info = self._instruments.get(instrument_id)
+        return info is not None and len(info.publishers) == 1 and not info.consolidated
 
     def instrument_ids(self) -> list[int]:
         return sorted(self._instruments)
@@ -263,6 +278,8 @@ class LiveState:
             entry = self._entries[key] = _Entry()
             if key[1] is not None:
                 info.publishers.add(key[1])
+            else:
+                info.consolidated = True
         return entry
 
     def apply(self, value: bytes | None, headers: Headers | None) -> None:
@@ -371,9 +388,47 @@ async def _consume(settings: Settings, state: LiveState, stop: asyncio.Event) ->
         await consumer.stop()
 
 
-async def _apply_all(state: LiveState, records: Iterable[ConsumerRecord[bytes, bytes]]) -> None:
+def superseded(state: LiveState, records: list[ConsumerRecord[bytes, bytes]]) -> list[bool]:
+    """Which of one partition's fetched messages need not be read: a message of an instrument
+    with a single book is superseded by a later one of the same fetch from a newer source
+    position (its rows are all of that book, and older). Only the source-position headers are
+    looked at.
+
+    Why: every message used to be decoded and folded in, and the live view cost the API ~0.5
+    CPU-us per record flat out (and the broker ~0.2 for the fetches) to keep only the last row.
+    Instruments with several publishers keep every message (a publisher's last change may be
+    in an older one).
+    """
+    positions = [_single_book_position(state, record) for record in records]
+    newest: dict[tuple[bytes, int], int] = {}  # (key, source partition) -> newest offset
+    for position in positions:
+        if position is not None:
+            where, offset = position
+            newest[where] = max(offset, newest.get(where, offset))
+    return [p is not None and p[1] < newest[p[0]] for p in positions]
+
+
+def _single_book_position(
+    state: LiveState, record: ConsumerRecord[bytes, bytes]
+) -> tuple[tuple[bytes, int], int] | None:
+    """((key, source partition), source offset) of a message of a single-book instrument; None
+    for any other message (or one whose headers do not say: decoding reports that)."""
+    key = record.key
+    if key is None or not key.isdigit() or not state.single_book(int(key)):
+        return None
+    headers = header_map(record.headers)
+    try:
+        return (key, int(headers[H_SOURCE_PARTITION])), int(headers[H_SOURCE_OFFSET])
+    except (KeyError, ValueError):
+        return None
+
+
+async def _apply_all(state: LiveState, records: list[ConsumerRecord[bytes, bytes]]) -> None:
     slice_end = time.perf_counter() + APPLY_SLICE_S
-    for record in records:
+    for record, skip in zip(records, superseded(state, records), strict=True):
+        if skip:
+            state.superseded += 1
+            continue
         if record.value is not None:
             try:
                 state.apply(record.value, record.headers)
