@@ -38,6 +38,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -53,6 +54,8 @@ log = logging.getLogger("mbo.broker")
 _Record = TypeVar("_Record")
 
 BROKER_HOST = "127.0.0.1"
+#: The JVM class-data archive of the installed Kafka (build_class_archive), beside its libs.
+CLASS_ARCHIVE = "kafka-classes.jsa"
 NODE_ID = 1
 _POLL_S = 0.05
 # Attempts when a free port we picked is taken by someone else before the broker binds it.
@@ -402,13 +405,33 @@ def log4j2_properties(settings: Settings) -> str:
     )
 
 
+def class_archive(settings: Settings) -> Path:
+    """The installed Kafka's JVM class-data archive (CDS), next to its jars' directory."""
+    return kafka_libs(settings).parent / CLASS_ARCHIVE
+
+
+def _archive_flags(settings: Settings, *, write_to: Path | None) -> list[str]:
+    if write_to is not None:
+        return [f"-XX:ArchiveClassesAtExit={write_to}"]
+    archive = class_archive(settings)
+    # A stale archive (another JDK, reinstalled jars) is refused by the JVM, which then loads
+    # the classes as if there were none: the flag can never stop the broker.
+    return [f"-XX:SharedArchiveFile={archive}"] if archive.exists() else []
+
+
 def _jvm_command(
-    settings: Settings, main_class: str, *args: str, heap: tuple[str, str] | None = None
+    settings: Settings,
+    main_class: str,
+    *args: str,
+    heap: tuple[str, str] | None = None,
+    write_archive: Path | None = None,
 ) -> list[str]:
-    """java ... main_class args; heap: (-Xms, -Xmx) values, default MBO_BROKER__HEAP_MB both."""
+    """java ... main_class args; heap: (-Xms, -Xmx) values, default MBO_BROKER__HEAP_MB both.
+    Uses the class archive when there is one; write_archive: record one there at exit."""
     initial, maximum = heap or (f"{settings.broker.heap_mb}m",) * 2
     return [
         java_executable(settings),
+        *_archive_flags(settings, write_to=write_archive),
         f"-Xms{initial}",
         f"-Xmx{maximum}",
         # C1 only: on two cores the C2 compiler's threads were the broker's biggest cost in runs
@@ -509,9 +532,11 @@ def _die_with_parent() -> None:  # pragma: no cover (runs in the child between f
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
-def _spawn(settings: Settings, out: IO[bytes], *, detach: bool) -> subprocess.Popen[bytes]:
+def _spawn(
+    settings: Settings, out: IO[bytes], *, detach: bool, write_archive: Path | None = None
+) -> subprocess.Popen[bytes]:
     config = broker_dir(settings) / "server.properties"
-    command = _jvm_command(settings, "kafka.Kafka", str(config))
+    command = _jvm_command(settings, "kafka.Kafka", str(config), write_archive=write_archive)
     die_with_parent = not detach and sys.platform.startswith("linux")
     return subprocess.Popen(
         command,
@@ -609,6 +634,37 @@ def _start_locked(
                 f"(logs: {log_file(settings).parent})"
             )
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def build_class_archive(settings: Settings) -> Path:
+    """Write the class archive of the installed Kafka (`make setup` does): boot a throwaway
+    broker in a scratch data dir with -XX:ArchiveClassesAtExit and stop it cleanly, so the JVM
+    writes the classes it loaded. Every later start (and the storage tool) maps them instead of
+    loading and verifying each class: on the 2-core machine the broker was ready in 1.5 s
+    instead of 2.5-2.8 s, with 1.4 instead of 2.3-2.6 CPU-s, the storage format 0.6 instead of
+    1.0 CPU-s. Returns the archive's path."""
+    target = class_archive(settings)
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    with tempfile.TemporaryDirectory(prefix="mbo-class-archive-") as scratch:
+        scratch_settings = settings.model_copy(update={"data_dir": Path(scratch)})
+        cluster = _prepare(scratch_settings, new_ports=True)
+        stdout_path = broker_dir(scratch_settings) / "logs" / "stdout.log"
+        with stdout_path.open("ab") as out:
+            process = _spawn(scratch_settings, out, detach=False, write_archive=partial)
+        try:
+            exit_code = _wait_ready(process, cluster.port, settings.broker.start_timeout_s)
+            if exit_code is not None:
+                raise MboError(
+                    f"the broker exited with code {exit_code} while recording its class "
+                    f"archive: {_log_tail(log_file(scratch_settings)) or _log_tail(stdout_path)}"
+                )
+        finally:
+            # SIGTERM: Kafka shuts down cleanly and the JVM writes the archive as it exits.
+            _terminate(process, timeout_s=60.0)
+        if not partial.exists():
+            raise MboError(f"the JVM wrote no class archive (its output: {_log_tail(stdout_path)})")
+    partial.replace(target)
+    return target
 
 
 def start_broker(settings: Settings, *, detach: bool) -> BrokerState:

@@ -248,3 +248,28 @@ def test_cluster_ids_are_kafka_uuids_that_no_command_line_mistakes_for_an_option
     ids = {broker.new_cluster_id() for _ in range(2000)}
     assert len(ids) == 2000
     assert all(len(i) == 22 and not i.startswith("-") for i in ids)
+
+
+def test_class_archive_is_recorded_and_mapped_by_every_later_start(tmp_path: Path) -> None:
+    # A copy of the installed jars (links), so the archive recorded here is this test's own.
+    libs = tmp_path / "kafka" / "libs"
+    libs.mkdir(parents=True)
+    for jar in broker.kafka_libs(make_settings(data_dir=tmp_path / "probe")).glob("*.jar"):
+        (libs / jar.name).symlink_to(jar)
+    settings = make_settings(data_dir=tmp_path / "data", broker={"kafka_libs": str(libs)})
+    assert not broker.class_archive(settings).exists()
+    assert not any("SharedArchiveFile" in flag for flag in _broker_command(settings))
+
+    archive = broker.build_class_archive(settings)
+    assert archive == tmp_path / "kafka" / broker.CLASS_ARCHIVE
+    assert archive.stat().st_size > 10 << 20
+    assert list(archive.parent.glob("*.partial")) == []
+    assert f"-XX:SharedArchiveFile={archive}" in _broker_command(settings)
+    with broker.LocalBroker(settings) as local:
+        # The JVM maps an archive it accepted (a refused one it would only have read).
+        assert str(archive) in Path(f"/proc/{local.state.pid}/maps").read_text()
+        assert broker.kafka_answers(local.state.host, local.state.port)
+
+
+def _broker_command(settings: Settings) -> list[str]:
+    return broker._jvm_command(settings, "kafka.Kafka", "server.properties")
