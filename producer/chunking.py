@@ -212,11 +212,12 @@ class FlushSchedule:
     k (in the order instruments first appear) leaves at times k/phases * linger + m * linger, so
     with `phases` = linger / time slice they leave a slice apart. A record still waits at most
     the linger (plus the slice the replay is in) for its chunk. Times are the replay clock's.
+    A linger of 0 sends every waiting instrument at once, at every call.
     """
 
     def __init__(self, linger: float, phases: int) -> None:
-        if linger <= 0 or phases < 1:
-            raise ValueError(f"linger must be > 0 and phases >= 1, not {linger}, {phases}")
+        if linger < 0 or phases < 1:
+            raise ValueError(f"linger must be >= 0 and phases >= 1, not {linger}, {phases}")
         self.linger = linger
         self.phases = phases
         self._index: dict[int, int] = {}
@@ -225,6 +226,8 @@ class FlushSchedule:
     def due(self, waiting: np.ndarray, now: float) -> np.ndarray:
         """Which of the `waiting` instruments leave now; every instrument whose time has come
         moves on to its next one, waiting or not."""
+        if self.linger == 0:
+            return waiting
         self._learn(waiting, now)
         passed = self._due <= now
         if not passed.any():
@@ -237,7 +240,7 @@ class FlushSchedule:
 
     def next_due(self, waiting: np.ndarray) -> float | None:
         """The earliest time one of the `waiting` instruments leaves (None if none waits)."""
-        if not len(waiting):
+        if not len(waiting) or self.linger == 0:
             return None
         known = [self._index[i] for i in waiting.tolist() if i in self._index]
         return float(self._due[known].min()) if known else None

@@ -185,7 +185,14 @@ def test_flush_schedule_first_turn_comes_within_a_linger() -> None:
     assert schedule.due(np.array([1, 2]), 4.0).tolist() == []  # phase 5: first turn at 5
     assert schedule.next_due(np.array([2])) == 5.0
     with pytest.raises(ValueError, match="linger"):
-        FlushSchedule(linger=0.0, phases=1)
+        FlushSchedule(linger=-1.0, phases=1)
+
+
+def test_flush_schedule_without_linger_sends_whatever_waits() -> None:
+    schedule = FlushSchedule(linger=0.0, phases=1)
+    assert schedule.due(np.array([4, 5]), 0.0).tolist() == [4, 5]
+    assert schedule.due(np.array([4]), 0.0).tolist() == [4]
+    assert schedule.next_due(np.array([4])) is None
 
 
 def test_chunk_bound_must_be_positive() -> None:
