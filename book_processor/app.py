@@ -33,6 +33,7 @@ from book_processor.publishing import BookPublisher, Published
 from mbo_core import metrics
 from mbo_core.heap import FREEZE_EVERY_S, HeapSchedule
 from mbo_core.kafka import faust_app_kwargs, make_consumer
+from mbo_core.latency_log import LatencyLog
 from mbo_core.settings import Settings
 from mbo_core.wire import H_PROCESSED_NS, instrument_key
 
@@ -306,6 +307,8 @@ def create_app(settings: Settings) -> faust.App:
                                                      topics.records.name))  # fmt: skip
     stage_metrics = _StageMetrics(topics.records.name, topics.bbo.name, topics.snapshots.name)
     partitions = _Partitions(app.producer)
+    log_dir = settings.pipeline.latency_log_dir
+    latencies = LatencyLog(log_dir) if log_dir is not None else None
 
     @app.agent(records_topic)
     async def process(stream: faust.StreamT[bytes]) -> None:
@@ -325,6 +328,7 @@ def create_app(settings: Settings) -> faust.App:
                 topics.snapshots.name,
                 message,
                 stage_metrics,
+                latencies,
             )
             books.messages += 1
             if books.messages % _QUALITY_EVERY_MESSAGES == 0 or out.end_of_stream:
@@ -342,6 +346,15 @@ def create_app(settings: Settings) -> faust.App:
     async def keep_heap_frozen() -> None:
         # Full collections of the whole heap stopped the agent for 25-100 ms (mbo_core.heap).
         heap.tick()
+        if latencies is not None:
+            latencies.flush()
+
+    if latencies is not None:
+
+        async def flush_latencies(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+            latencies.flush()
+
+        app.on_before_shutdown.connect(flush_latencies)
 
     return app
 
@@ -401,6 +414,7 @@ async def _send(
     snapshots_topic: str,
     message: Any,
     m: _StageMetrics,
+    latencies: LatencyLog | None,
 ) -> None:
     """Hand the outputs to the Kafka producer's batches without waiting for their delivery.
 
@@ -425,6 +439,8 @@ async def _send(
         m.bbo_events.inc(out.bbo_rows)
         if latency is not None:
             m.bbo_latency.observe(latency)
+            if latencies is not None:
+                latencies.add(sent_ns, now_ns)
     if out.snapshots is not None:
         partition = partitions(snapshots_topic, key)
         await producer.send(
@@ -435,6 +451,8 @@ async def _send(
         m.snapshot_events.inc(out.snapshot_count)
         if latency is not None:
             m.snapshot_latency.observe(latency)
+            if latencies is not None:
+                latencies.add(sent_ns, now_ns)
 
 
 def _sent_ns(message: Any) -> int:

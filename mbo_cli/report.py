@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -11,9 +10,8 @@ import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from mbo_core.clickhouse import connect
-from mbo_core.kafka import make_consumer, partition_ends
+from mbo_core.latency_log import read_latencies, run_latency_dir
 from mbo_core.settings import Settings
-from mbo_core.wire.headers import H_PROCESSED_NS, H_SENT_NS
 
 TABLES = ("mbo_records", "bbo", "book_snapshots")
 
@@ -29,7 +27,7 @@ def build_report(
 ) -> dict[str, Any]:
     producer = _producer_summary(run_dir)
     rows, events = _clickhouse_counts(settings)
-    event_latency = asyncio.run(_event_latencies(settings))
+    event_latency = _event_latencies(run_dir)
     # From the first record sent (start-up of the processes is not the pipeline's throughput).
     first_sent = producer.get("first_sent_ns")
     begin = first_sent / 1e9 if first_sent else started
@@ -75,32 +73,13 @@ def _clickhouse_counts(settings: Settings) -> tuple[dict[str, int], int]:
     return rows, events
 
 
-async def _event_latencies(settings: Settings) -> dict[str, float | int]:
-    """Exact send -> publish latency of every BBO and snapshot message (ms)."""
-    latencies: list[int] = []
-    for topic in (settings.topics.bbo.name, settings.topics.snapshots.name):
-        ends = await partition_ends(settings, topic)
-        consumer = make_consumer(settings, "report", topic, group_id=None)
-        await consumer.start()
-        try:
-            remaining = sum(ends.values())
-            while remaining > 0:
-                batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
-                if not batches:
-                    break
-                for messages in batches.values():
-                    for message in messages:
-                        remaining -= 1
-                        headers = dict(message.headers or ())
-                        processed = headers.get(H_PROCESSED_NS)
-                        sent = headers.get(H_SENT_NS)
-                        if processed and sent:
-                            latencies.append(int(processed) - int(sent))
-        finally:
-            await consumer.stop()
-    if not latencies:
+def _event_latencies(run_dir: Path) -> dict[str, float | int]:
+    """Exact send -> publish latency of every BBO and snapshot message (ms), from the stamps
+    the processors logged as they published (each message of a worker killed with -9 within
+    its last second may be missing)."""
+    values = read_latencies(run_latency_dir(run_dir)) / 1e6
+    if not len(values):
         return {"count": 0}
-    values = np.array(latencies, dtype=np.float64) / 1e6
     return {
         "count": len(values),
         "p50": round(float(np.percentile(values, 50)), 3),

@@ -35,6 +35,7 @@ import typer
 
 from mbo_cli.supervisor import Supervisor, mbo_command
 from mbo_core.errors import InputError, MboError
+from mbo_core.latency_log import run_latency_dir
 
 log = logging.getLogger("mbo.run")
 
@@ -109,11 +110,15 @@ def run(
             _clear_earlier_run(settings)
         if not settings.kafka.bootstrap_servers:
             _refuse_earlier_rows(settings)
+        latency_dir = run_latency_dir(settings.data_dir / "run")
+        shutil.rmtree(latency_dir, ignore_errors=True)  # an earlier run's stamps
         env = {
             **os.environ,
             "MBO_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "MBO_DATA_DIR": str(settings.data_dir),
             "MBO_CLICKHOUSE__URL": settings.clickhouse_url,
+            # The processors write down each publication's stamps for the report.
+            "MBO_PIPELINE__LATENCY_LOG_DIR": str(latency_dir),
         }
         if settings.api.replay_dir is None:
             # The UI's replay control may replay the files beside the one given here.

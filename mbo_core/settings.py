@@ -498,6 +498,12 @@ class PipelineSettings(_Group):
         "paced replay of many instruments sends (instruments / linger) messages per second: "
         "at 2 ms the local pipeline fell behind already at 10k records/s (docs/producer.md).",
     )
+    latency_log_dir: Path | None = Field(
+        default=None,
+        description="Processor: a directory to append each published message's (sent-ns, "
+        "processed-ns) stamps to (mbo_core/latency_log.py; `mbo run` sets <data dir>/run/latency "
+        "for its report). Unset: not written.",
+    )
     snapshot_interval_ms: int = Field(
         default=1000,
         ge=1,
