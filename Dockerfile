@@ -35,7 +35,9 @@ WORKDIR /src
 # Dependencies first (a layer that survives code changes). `poetry install` refuses a lock that
 # does not match pyproject.toml, so the image has exactly the locked versions.
 COPY pyproject.toml poetry.lock README.md ./
-RUN /opt/poetry/bin/poetry install --only main --no-root --no-directory
+# --compile: the runtime sets PYTHONDONTWRITEBYTECODE, so without bytecode in the image every
+# process would compile its imports (numba, Faust, FastAPI, ...) from source at every start.
+RUN /opt/poetry/bin/poetry install --only main --no-root --no-directory --compile
 COPY mbo_core/ mbo_core/
 COPY mbo_cli/ mbo_cli/
 COPY producer/ producer/

@@ -24,8 +24,13 @@ $(POETRY):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet "poetry==$(POETRY_VERSION)" "poetry-plugin-pypi-mirror==$(PYPI_MIRROR_PLUGIN_VERSION)"
 
+# --compile: bytecode for every installed module. Python writes none where PYTHONDONTWRITEBYTECODE
+# is set (our machines, most container images), and then compiled numba, Faust, FastAPI, ... from
+# source at every process start: the book processor's imports 1.3 -> 0.66 s with it, `mbo book`
+# of 5M records 3.6 -> 2.6 s. compileall does the same for this checkout's own packages.
 .venv/.installed: $(POETRY) pyproject.toml poetry.lock
-	$(POETRY) install --sync --no-interaction
+	$(POETRY) install --sync --no-interaction --compile
+	$(POETRY) run python -m compileall -q -j 0 api bench book_processor generator mbo_cli mbo_core producer sink tests >/dev/null
 	touch $@
 
 # The web page: copies the page and its pinned npm packages (lightweight-charts) into ui/dist.
