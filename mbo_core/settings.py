@@ -165,9 +165,10 @@ class KafkaSettings(_Group):
     live_fetch_max_wait_ms: int = Field(
         default=20,
         ge=0,
-        description="The API's live consumer: fetches wait up to this long (ms) for data to "
-        "gather (1 MiB), not one round trip per message; the live feeds send at most "
-        "MBO_API__WS_MAX_HZ (50) updates a second anyway.",
+        description="The API's live consumer, once caught up, reads at most once per this "
+        "interval (ms), so under load a fetch carries this long's data, not one message, and "
+        "an idle one waits at the broker (fetch_max_wait_ms) instead of returning empty every "
+        "interval; the live feeds send at most MBO_API__WS_MAX_HZ (50) updates a second anyway.",
     )
     processor_group_id: str = Field(
         default="mbo-book-processor", description="Consumer group of the book processor."

@@ -199,17 +199,19 @@ def test_group_consumer_commits_and_a_new_member_resumes(infra_settings: Setting
 def test_the_sink_and_the_live_feed_gather_their_fetches() -> None:
     """Consumers that need no per-message latency let the broker gather data per fetch: the
     sink (it inserts about once a second) and the API's live feed (at most 50 updates/s)."""
-    from api.state import LIVE_FETCH_MIN_BYTES, live_consumer_overrides  # noqa: PLC0415
+    from api.state import live_consumer_overrides  # noqa: PLC0415
     from sink.app import consumer_overrides  # noqa: PLC0415
 
     settings = make_settings(
         kafka={**EXTERNAL["kafka"], "sink_fetch_min_bytes": 4096, "sink_fetch_max_wait_ms": 70,
-               "live_fetch_max_wait_ms": 15},
+               "fetch_max_wait_ms": 300},
     )  # fmt: skip
     sink = consumer_overrides(settings)
     assert (sink["fetch_min_bytes"], sink["fetch_max_wait_ms"]) == (4096, 70)
     live = live_consumer_overrides(settings)
-    assert live == {"fetch_min_bytes": LIVE_FETCH_MIN_BYTES, "fetch_max_wait_ms": 15}
+    # The live feed reads once per MBO_KAFKA__LIVE_FETCH_MAX_WAIT_MS itself; a fetch returns at
+    # the first byte and is held while there is none.
+    assert live == {"fetch_min_bytes": 1, "fetch_max_wait_ms": 300}
     defaults = consumer_overrides(make_settings(**EXTERNAL))
     assert (defaults["fetch_min_bytes"], defaults["fetch_max_wait_ms"]) == (1 << 20, 250)
 
