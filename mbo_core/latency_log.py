@@ -50,11 +50,17 @@ def run_latency_dir(run_dir: Path) -> Path:
     return run_dir / "latency"
 
 
-def read_latencies(directory: Path) -> np.ndarray:
-    """Every logged latency in the directory, in ns (int64; empty if there is none)."""
+def read_stamps(directory: Path) -> np.ndarray:
+    """Every logged (sent_ns, processed_ns) pair in the directory, as an (n, 2) int64 array."""
     parts = []
     for path in sorted(directory.glob("processor-*.bin")):
         values = np.fromfile(path, dtype=PAIR_DTYPE)
-        pairs = values[: len(values) // 2 * 2].reshape(-1, 2)  # a torn last pair is left out
-        parts.append(pairs[:, 1] - pairs[:, 0])
-    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        parts.append(values[: len(values) // 2 * 2].reshape(-1, 2))  # a torn last pair is left out
+    return np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.int64)
+
+
+def read_latencies(directory: Path) -> np.ndarray:
+    """Every logged latency in the directory, in ns (int64; empty if there is none)."""
+    stamps = read_stamps(directory)
+    latencies: np.ndarray = stamps[:, 1] - stamps[:, 0]
+    return latencies

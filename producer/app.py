@@ -389,6 +389,7 @@ class _Replay:
             if not await self._replay_copy():
                 interrupted = True
                 break
+            await self._send_open_chunks_by_turns()
             self.copies += 1
             # Events the file never closes: the next copy (or the end) must not close them.
             await self._send_unfinished()
@@ -401,7 +402,7 @@ class _Replay:
             await self._send_unfinished()
         await self.sender.send(self.chunker.flush())
         if not interrupted:
-            await self.sender.end_of_stream(sorted({key[0] for key in self.books}))
+            await self._end_of_stream(sorted({key[0] for key in self.books}))
         await self.sender.drain()
         summary = self._summary(interrupted, self.elapsed())
         log.info(
@@ -411,6 +412,34 @@ class _Replay:
             | {k: v for k, v in summary.to_json().items() if k != "messages_by_instrument"},
         )
         return summary
+
+    async def _send_open_chunks_by_turns(self) -> None:
+        """Paced, at the end of a copy: the open chunks leave at their instruments' turns (within
+        one linger), not all at once, which made the processor take them one after the other
+        (the last of 8 waited ~8 ms more: bench.pipeline's end-of-run latencies)."""
+        if self.pacing.mode == "max":
+            return
+        while not self.stop.is_set():
+            waiting = self.chunker.waiting_instruments()
+            leaving = self.schedule.due(waiting, self.elapsed())
+            if len(leaving):
+                await self.sender.send(self.chunker.flush(instruments=leaving))
+            turn = self.schedule.next_due(self.chunker.waiting_instruments())
+            if turn is None:
+                return
+            await asyncio.sleep(max(turn - self.elapsed(), 0.0))
+
+    async def _end_of_stream(self, instrument_ids: list[int]) -> None:
+        """The end-of-stream markers; paced, spread over the time slices of one linger like the
+        chunks (each makes the processor publish its instrument's final books)."""
+        if self.pacing.mode == "max" or not instrument_ids:
+            await self.sender.end_of_stream(instrument_ids)
+            return
+        per_slice = -(-len(instrument_ids) // self.schedule.phases)
+        for start in range(0, len(instrument_ids), per_slice):
+            if start:
+                await asyncio.sleep(self.slice_s)
+            await self.sender.end_of_stream(instrument_ids[start : start + per_slice])
 
     async def _replay_copy(self) -> bool:
         """Replay one copy of the file; False if stopped before its end."""

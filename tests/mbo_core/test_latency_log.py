@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mbo_core.latency_log import LatencyLog, read_latencies, run_latency_dir
+from mbo_core.latency_log import LatencyLog, read_latencies, read_stamps, run_latency_dir
 
 
 def test_logged_pairs_read_back_as_latencies_in_order(tmp_path: Path) -> None:
@@ -37,3 +37,12 @@ def test_a_full_buffer_is_flushed_and_every_file_of_the_directory_counts(tmp_pat
 def test_no_log_reads_as_no_latencies(tmp_path: Path) -> None:
     assert read_latencies(run_latency_dir(tmp_path)).tolist() == []
     assert run_latency_dir(tmp_path) == tmp_path / "latency"
+
+
+def test_stamps_read_back_as_pairs(tmp_path: Path) -> None:
+    log = LatencyLog(tmp_path)
+    log.add(5, 9)
+    log.add(6, 7)
+    log.flush()
+    assert read_stamps(tmp_path).tolist() == [[5, 9], [6, 7]]
+    assert read_stamps(tmp_path / "none").shape == (0, 2)
