@@ -117,9 +117,11 @@ def run(
             "MBO_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "MBO_DATA_DIR": str(settings.data_dir),
             "MBO_CLICKHOUSE__URL": settings.clickhouse_url,
-            # The processors write down each publication's stamps for the report.
-            "MBO_PIPELINE__LATENCY_LOG_DIR": str(latency_dir),
         }
+        if until_drained:
+            # The processors write down each publication's stamps for the report (16 bytes a
+            # message: not for a run that serves until Ctrl-C, which writes no report).
+            env["MBO_PIPELINE__LATENCY_LOG_DIR"] = str(latency_dir)
         if settings.api.replay_dir is None:
             # The UI's replay control may replay the files beside the one given here.
             env["MBO_API__REPLAY_DIR"] = str(replay.resolve().parent)
