@@ -31,6 +31,7 @@ from mbo_core.book import kernel as k
 from mbo_core.book.events import EventGate
 from mbo_core.records import take_records
 from mbo_core.wire import Encoded, EventContext, decode_records, encode_bbo, encode_snapshots
+from mbo_core.wire.layouts import EXT_CONSOLIDATED, EXT_FINAL
 
 UNDEF = k.UNDEF_PRICE
 Bbo = tuple[int, int, int, int, int, int]  # bid price, size, count, ask price, size, count
@@ -48,11 +49,6 @@ class Published:
     snapshots: Encoded | None = None  # the snapshots message, None when no snapshot was due
     snapshot_count: int = 0
     end_of_stream: bool = False
-
-
-#: S_FLAGS of a snapshot row: the consolidated book; an instrument's last state at its end.
-SNAP_CONSOLIDATED = 1
-SNAP_FINAL = 2
 
 
 class _Snapshots:
@@ -81,8 +77,8 @@ class _Snapshots:
 
     def add_view(self, view: BookView, record_index: int, *, final: bool) -> None:
         """A book computed outside the kernel (the consolidated one), written into a row."""
-        consolidated = SNAP_CONSOLIDATED if view.publisher_id is None else 0
-        row = self.next_row(record_index, flags=consolidated | (SNAP_FINAL if final else 0))
+        consolidated = EXT_CONSOLIDATED if view.publisher_id is None else 0
+        row = self.next_row(record_index, flags=consolidated | (EXT_FINAL if final else 0))
         row[k.S_PUBLISHER] = view.publisher_id or 0
         row[k.S_TS_EVENT] = view.ts_event
         row[k.S_TS_RECV] = view.ts_recv
@@ -119,8 +115,8 @@ class _Snapshots:
             bids=levels[:, 0],
             asks=levels[:, 1],
             quality=rows[:, k.S_QUALITY : k.S_LEVELS],
-            consolidated=(flags & SNAP_CONSOLIDATED) != 0,
-            final=(flags & SNAP_FINAL) != 0,
+            consolidated=(flags & EXT_CONSOLIDATED) != 0,
+            final=(flags & EXT_FINAL) != 0,
         )
 
 
@@ -356,7 +352,7 @@ class BookPublisher:
         self._index_new_books()
         books = self._books_of.get(instrument_id, [])
         for b in books:
-            self.engine.snapshot_row(b, out.depth, out.next_row(0, flags=SNAP_FINAL))
+            self.engine.snapshot_row(b, out.depth, out.next_row(0, flags=EXT_FINAL))
         if len(books) > 1:
             out.add_view(self.engine.consolidated(books, out.depth), 0, final=True)
 

@@ -57,10 +57,3 @@ def read_stamps(directory: Path) -> np.ndarray:
         values = np.fromfile(path, dtype=PAIR_DTYPE)
         parts.append(values[: len(values) // 2 * 2].reshape(-1, 2))  # a torn last pair is left out
     return np.concatenate(parts) if parts else np.empty((0, 2), dtype=np.int64)
-
-
-def read_latencies(directory: Path) -> np.ndarray:
-    """Every logged latency in the directory, in ns (int64; empty if there is none)."""
-    stamps = read_stamps(directory)
-    latencies: np.ndarray = stamps[:, 1] - stamps[:, 0]
-    return latencies

@@ -84,8 +84,8 @@ T_BBO = 5  # bid price, size, count, ask price, size, count
 T_QUALITY = T_BBO + 6
 TAP_COLUMNS = T_QUALITY + N_QUALITY
 # A snapshot row (snapshot_row): the book's ids, last event, the index of the record it follows
-# and what kind of snapshot it is (SNAP_* flags, written by whoever fills the row), counters,
-# then its best levels.
+# and what kind of snapshot it is (the wire's EXT_* flags, written by whoever fills the row),
+# counters, then its best levels.
 S_PUBLISHER, S_TS_EVENT, S_TS_RECV, S_SEQUENCE, S_RECORD, S_FLAGS = range(6)
 S_QUALITY = 6
 S_LEVELS = S_QUALITY + N_QUALITY  # bids (price, size, count) x depth, then asks x depth
