@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from generator.api import generate_file
+from generator.core import GeneratorConfig
 from mbo_core.errors import InputError, MboError
 from mbo_core.settings import Settings
 from mbo_core.wire import decode_records
@@ -196,3 +200,33 @@ def test_paced_time_slices_are_a_tenth_of_the_linger() -> None:
     assert make_settings().pipeline.chunk_linger_ms == 50
     assert time_slice_s(make_settings()) == pytest.approx(0.005)
     assert time_slice_s(make_settings(pipeline={"chunk_linger_ms": 2})) == SLICE_S
+
+
+@pytest.mark.integration
+def test_a_paced_replay_ends_instrument_by_instrument_not_all_at_once(
+    infra_settings: Settings, tmp_path: Path
+) -> None:
+    # Four instruments; a 40 ms linger: time slices of 4 ms, the instruments' turns 4 ms apart.
+    source = tmp_path / "four.dbn"
+    generate_file(source, GeneratorConfig(instruments=4, records=20_000, seed=3))
+    settings = with_pipeline(infra_settings, chunk_linger_ms=40.0)
+    summary = asyncio.run(produce_file(settings, source, rate=200_000))
+    messages = read_topic(settings, markers=4)
+    assert sum(len(m.records) for m in messages) == summary.records_sent == 20_000
+
+    def sent_ms(message: Message) -> float:
+        return int(message.header["sent-ns"]) / 1e6
+
+    markers = sorted(sent_ms(m) for m in messages if m.end_of_stream)
+    assert len(markers) == 4
+    # One marker per time slice (4 markers over 10 slices), not four at once.
+    assert all(later - earlier >= 3.0 for earlier, later in itertools.pairwise(markers))
+    # Each instrument's last chunk left at its own turn.
+    last_chunks: dict[bytes, float] = {}
+    for message in messages:
+        if not message.end_of_stream:
+            last_chunks[message.key] = sent_ms(message)
+    turns = sorted(last_chunks.values())
+    assert len(turns) == 4
+    assert all(later - earlier >= 2.0 for earlier, later in itertools.pairwise(turns))
+    assert turns[-1] <= markers[0]
