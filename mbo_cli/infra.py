@@ -139,8 +139,9 @@ def init(
 
 @app.command("class-archive")
 def class_archive() -> None:
-    """Record the local broker's JVM class archive, which makes it start faster and cheaper
-    (`make setup` does this once after installing Kafka; rerun after changing the JDK)."""
+    """Record the local broker's JVM class archive, which makes it start faster and cheaper,
+    and the storage template that formats new data dirs without the storage tool (`make setup`
+    does this once after installing Kafka; rerun after changing the JDK)."""
     settings = load_settings()
     started = time.monotonic()
     path = broker.build_class_archive(settings)

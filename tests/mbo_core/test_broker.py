@@ -110,12 +110,28 @@ def test_fixed_port_is_used(tmp_path: Path) -> None:
         assert local.bootstrap_servers == f"127.0.0.1:{port}"
 
 
-def test_broker_that_cannot_start_is_reported(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("storage_template", "failure"),
+    [
+        (True, r"exited with code 3 at start: java: cannot start"),
+        # Without a template the storage tool's JVM formats the new data dir, and fails first.
+        (False, r"storage .* failed: java: cannot start"),
+    ],
+)
+def test_broker_that_cannot_start_is_reported(
+    tmp_path: Path, storage_template: bool, failure: str
+) -> None:
     fake = tmp_path / "java"
     fake.write_text("#!/bin/sh\necho 'java: cannot start' >&2\nexit 3\n")
     fake.chmod(0o755)
-    settings = make_settings(data_dir=tmp_path / "data", broker={"java": str(fake)})
-    with pytest.raises(MboError, match=r"storage .* failed: java: cannot start"):
+    libs = _linked_libs(tmp_path)
+    if storage_template:
+        installed = broker.storage_template(make_settings(data_dir=tmp_path / "probe"))
+        (libs.parent / installed.name).write_bytes(installed.read_bytes())
+    settings = make_settings(
+        data_dir=tmp_path / "data", broker={"java": str(fake), "kafka_libs": str(libs)}
+    )
+    with pytest.raises(MboError, match=failure):
         broker.start_broker(settings, detach=False)
     assert not broker.state_file(settings).exists()
 
@@ -252,12 +268,10 @@ def test_cluster_ids_are_kafka_uuids_that_no_command_line_mistakes_for_an_option
 
 def test_class_archive_is_recorded_and_mapped_by_every_later_start(tmp_path: Path) -> None:
     # A copy of the installed jars (links), so the archive recorded here is this test's own.
-    libs = tmp_path / "kafka" / "libs"
-    libs.mkdir(parents=True)
-    for jar in broker.kafka_libs(make_settings(data_dir=tmp_path / "probe")).glob("*.jar"):
-        (libs / jar.name).symlink_to(jar)
+    libs = _linked_libs(tmp_path)
     settings = make_settings(data_dir=tmp_path / "data", broker={"kafka_libs": str(libs)})
     assert not broker.class_archive(settings).exists()
+    assert not broker.storage_template(settings).exists()
     assert not any("SharedArchiveFile" in flag for flag in _broker_command(settings))
 
     archive = broker.build_class_archive(settings)
@@ -265,10 +279,40 @@ def test_class_archive_is_recorded_and_mapped_by_every_later_start(tmp_path: Pat
     assert archive.stat().st_size > 10 << 20
     assert list(archive.parent.glob("*.partial")) == []
     assert f"-XX:SharedArchiveFile={archive}" in _broker_command(settings)
+    # The storage tool's bootstrap metadata of the scratch broker is kept as the template.
+    template = broker.storage_template(settings)
+    assert template.name == f"bootstrap-{broker.kafka_version(settings)}.checkpoint"
+    assert b"metadata.version" in template.read_bytes()
     with broker.LocalBroker(settings) as local:
         # The JVM maps an archive it accepted (a refused one it would only have read).
         assert str(archive) in Path(f"/proc/{local.state.pid}/maps").read_text()
         assert broker.kafka_answers(local.state.host, local.state.port)
+    # That data dir was formatted from the template, the way the storage tool does it, and
+    # Kafka took it: it served above, and kept the ids written for it.
+    storage = broker.storage_dir(settings)
+    assert (storage / "bootstrap.checkpoint").read_bytes() == template.read_bytes()
+    meta = dict(
+        line.split("=", 1)
+        for line in (storage / "meta.properties").read_text().splitlines()
+        if "=" in line
+    )
+    assert meta["version"] == "1"
+    assert meta["node.id"] == str(broker.NODE_ID)
+    assert (
+        meta["cluster.id"]
+        == json.loads((broker.broker_dir(settings) / "cluster.json").read_text())["cluster_id"]
+    )
+    assert len(meta["directory.id"]) == 22
+
+
+def _linked_libs(tmp_path: Path) -> Path:
+    """tmp_path/kafka/libs: links to the installed Kafka's jars, without its archive and
+    storage template (which sit beside the installed libs)."""
+    libs = tmp_path / "kafka" / "libs"
+    libs.mkdir(parents=True)
+    for jar in broker.kafka_libs(make_settings(data_dir=tmp_path / "probe")).glob("*.jar"):
+        (libs / jar.name).symlink_to(jar)
+    return libs
 
 
 def _broker_command(settings: Settings) -> list[str]:
