@@ -47,7 +47,7 @@ $(KAFKA_DIR)/.installed: infra/kafka/pom.xml
 	touch $@
 
 # The JVM class archive of that Kafka (CDS): the broker then starts in ~1.5 s instead of ~2.7 s,
-# with ~1 CPU-s less (mbo_core/broker.py, build_class_archive). Tied to this JDK and these jars.
+# with ~1 CPU-s less (mbo_core/kafka/broker.py, build_class_archive). Tied to this JDK and these jars.
 # The same step keeps the storage template (bootstrap-<version>.checkpoint, storage_template).
 $(KAFKA_DIR)/kafka-classes.jsa: $(KAFKA_DIR)/.installed .venv/.installed
 	$(POETRY) run mbo infra class-archive

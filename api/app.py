@@ -46,7 +46,7 @@ from api.state import Key, LiveState, consume_live
 from mbo_core.heap import freeze_heap, keep_frozen
 from mbo_core.metrics import API_REQUEST_SECONDS, API_WEBSOCKET_CLIENTS
 from mbo_core.settings import Settings
-from sink.queries import mid_bars
+from mbo_core.storage.queries import mid_bars
 
 log = logging.getLogger("api")
 
@@ -515,7 +515,7 @@ async def _probe(check: Callable[[], Any]) -> str | None:
 
 
 async def _kafka_probe(settings: Settings) -> None:
-    from mbo_core.kafka import make_admin  # noqa: PLC0415
+    from mbo_core.kafka.clients import make_admin  # noqa: PLC0415
 
     admin = make_admin(settings, "api-ready")
     try:

@@ -23,7 +23,7 @@ from clickhouse_connect.driver.client import Client
 from mbo_core.prices import format_price
 from mbo_core.schemas import BookJson, levels_json
 from mbo_core.settings import Settings
-from sink.queries import Query, depth_at
+from mbo_core.storage.queries import Query, depth_at
 
 log = logging.getLogger("api.history")
 
@@ -55,7 +55,7 @@ class Store:
 
     def _client(self) -> Client:
         if self.client is None:
-            from mbo_core.clickhouse import connect  # noqa: PLC0415 (chDB loads slowly)
+            from mbo_core.storage.clickhouse import connect  # noqa: PLC0415 (chDB loads slowly)
 
             self.client = connect(self.settings)
         return self.client
@@ -133,7 +133,7 @@ def _levels(prices: list[int], sizes: list[int], counts: list[int], depth: int) 
 
 
 def book_from_row(row: dict[str, Any], depth: int) -> BookJson:
-    """A book_snapshots row (sink.queries.depth_at) as book JSON."""
+    """A book_snapshots row (mbo_core.storage.queries.depth_at) as book JSON."""
     return {
         "instrument_id": int(row["instrument_id"]),
         "publisher_id": int(row["publisher_id"]) or None,
@@ -204,7 +204,8 @@ LIMIT {{limit:UInt32}}"""
 
 
 def bar_from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row of sink.queries.mid_bars as the API's bar: mid and spread in price units."""
+    """A row of mbo_core.storage.queries.mid_bars as the API's bar: mid and spread in price
+    units."""
     return {
         "t": int(row["bar_ns"]),
         "open": float(row["open"]),

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mbo_core.errors import InputError, MboError
+from mbo_core.replay_lock import ReplayBusyError, check_replay_lock
 from mbo_core.settings import Settings
-from producer.lock import ReplayBusyError, check_replay_lock
 
 log = logging.getLogger("api.replay")
 

@@ -355,8 +355,8 @@ def live_consumer_overrides(settings: Settings) -> dict[str, int]:
 
 async def _consume(settings: Settings, state: LiveState, stop: asyncio.Event) -> None:
     # Imported here: `import api.state` stays cheap for code that only reads the state.
-    from mbo_core.kafka import make_consumer, topic_partitions  # noqa: PLC0415
-    from mbo_core.topics import ensure_topics  # noqa: PLC0415
+    from mbo_core.kafka.clients import make_consumer, topic_partitions  # noqa: PLC0415
+    from mbo_core.kafka.topics import ensure_topics  # noqa: PLC0415
 
     await ensure_topics(settings)
     tps = await topic_partitions(settings, settings.topics.bbo.name, settings.topics.snapshots.name)

@@ -66,7 +66,7 @@ import httpx
 import websockets
 
 from bench.procstat import cpu_seconds
-from mbo_core.broker import LocalBroker, free_port
+from mbo_core.kafka.broker import LocalBroker, free_port
 from mbo_core.settings import Settings
 
 HOST = "127.0.0.1"

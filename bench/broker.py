@@ -7,7 +7,7 @@ what it stores.
                                       [--growth-seconds 60] [--growth-rate 200]
                                       [--growth-bytes 50000] [--growth-partitions 8]
 
-Starts the local broker (Apache Kafka, mbo_core.broker) in a temporary data dir, then:
+Starts the local broker (Apache Kafka, mbo_core.kafka.broker) in a temporary data dir, then:
 
 1. hop: for each MBO_KAFKA__FETCH_MAX_WAIT_MS value, sends --messages small messages one every
    --every-ms with an aiokafka producer (linger 0) and receives them with a plain aiokafka
@@ -43,10 +43,10 @@ from typing import Any
 import numpy as np
 
 from bench.procstat import cpu_seconds
-from mbo_core.broker import LocalBroker, kafka_version
-from mbo_core.kafka import make_consumer, make_producer
+from mbo_core.kafka.broker import LocalBroker, kafka_version
+from mbo_core.kafka.clients import make_consumer, make_producer
+from mbo_core.kafka.topics import TopicSpec, ensure_topics
 from mbo_core.settings import Settings
-from mbo_core.topics import TopicSpec, ensure_topics
 
 TOPIC = "bench.hop"
 THROUGHPUT_TOPIC = "bench.throughput"

@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mbo_core.broker import LocalBroker
 from mbo_core.dbn import open_mbo
+from mbo_core.kafka.broker import LocalBroker
 from mbo_core.settings import Settings, load_settings
 from producer.app import ProduceSummary, produce_file
 

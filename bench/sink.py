@@ -9,7 +9,7 @@ messages of --chunk records (each with its own source offset, as the sink sees K
 1. insert: the sink's insert path alone (`sink.writer.insert_records`: building the columns
    from the raw records, the Native block, `raw_insert`) in batches of --batch records into a
    fresh chDB in a temporary directory. --compare adds the Arrow path
-   (`mbo_core.clickhouse.insert_columns`) on the same batches.
+   (`mbo_core.storage.clickhouse.insert_columns`) on the same batches.
 2. kafka: a local broker (started and stopped here) gets every chunk as a records message
    first; then `run_sink` consumes them into another database of the same chDB. The rate is
    records over the time from the first message consumed to the last insert (group join and
@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from mbo_core.clickhouse import apply_schema, connect, insert_columns
 from mbo_core.dbn import open_mbo
 from mbo_core.settings import ClickHouseSettings, Settings
+from mbo_core.storage.clickhouse import apply_schema, connect, insert_columns
 from sink.decode import RecordChunk, record_columns
 from sink.native import Strings
 from sink.writer import insert_records
@@ -108,8 +108,8 @@ def bench_arrow(settings: Settings, chunks: list[RecordChunk], batch: int) -> di
 
 
 async def _produce(settings: Settings, chunks: list[RecordChunk]) -> None:
-    from mbo_core.kafka import make_producer  # noqa: PLC0415
-    from mbo_core.topics import ensure_topics  # noqa: PLC0415
+    from mbo_core.kafka.clients import make_producer  # noqa: PLC0415
+    from mbo_core.kafka.topics import ensure_topics  # noqa: PLC0415
     from mbo_core.wire import instrument_key, records_headers  # noqa: PLC0415
 
     await ensure_topics(settings)
@@ -133,7 +133,7 @@ async def _produce(settings: Settings, chunks: list[RecordChunk]) -> None:
 
 
 def bench_kafka(root: Path, chunks: list[RecordChunk], batch: int) -> dict[str, Any]:
-    from mbo_core.broker import LocalBroker  # noqa: PLC0415
+    from mbo_core.kafka.broker import LocalBroker  # noqa: PLC0415
     from sink.app import run_sink  # noqa: PLC0415
 
     base = _settings(root, pipeline={"sink_batch_records": batch})

@@ -32,7 +32,7 @@ from book_processor.checkpoint import CheckpointStore, fingerprint
 from book_processor.publishing import BookPublisher, Published
 from mbo_core import metrics
 from mbo_core.heap import FREEZE_EVERY_S, HeapSchedule
-from mbo_core.kafka import faust_app_kwargs, make_consumer
+from mbo_core.kafka.clients import faust_app_kwargs, make_consumer
 from mbo_core.latency_log import LatencyLog
 from mbo_core.settings import Settings
 from mbo_core.wire import H_PROCESSED_NS, instrument_key

@@ -9,10 +9,10 @@ import faust
 
 from book_processor.app import create_app, warm_up
 from mbo_core.heap import freeze_heap
+from mbo_core.kafka.topics import ensure_topics
 from mbo_core.logs import configure_logging, logging_config
 from mbo_core.metrics import serve_metrics
 from mbo_core.settings import Settings
-from mbo_core.topics import ensure_topics
 
 log = logging.getLogger("book_processor")
 

@@ -46,7 +46,7 @@ def api(
     configure_logging(settings.log, "api")
     client = None
     if with_sink:
-        from mbo_core.clickhouse import connect  # noqa: PLC0415
+        from mbo_core.storage.clickhouse import connect  # noqa: PLC0415
 
         client = connect(settings)  # fails now, with one line, if chDB's directory is taken
     try:

@@ -41,7 +41,7 @@ def book(
     if depth < 0:
         raise InputError(f"--depth must be 0 (all levels) or positive, not {depth}")
     # The engine loads compiled code; import it only when this command runs, not for `mbo infra`.
-    from mbo_core.replay import replay_batches  # noqa: PLC0415
+    from mbo_core.rebuild import rebuild_batches  # noqa: PLC0415
 
     source = open_mbo(file)
     with (
@@ -51,7 +51,7 @@ def book(
     ):
         # Writing events is the slow part: smaller batches keep the progress bar honest.
         batch_records = EVENTS_BATCH_RECORDS if events else DEFAULT_BATCH_RECORDS
-        result = replay_batches(
+        result = rebuild_batches(
             source.batches(batch_records, progress=advance),
             source=str(file),
             depth=depth,

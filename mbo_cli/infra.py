@@ -20,8 +20,8 @@ from typing import Annotated
 
 import typer
 
-from mbo_core import broker
 from mbo_core.errors import InputError, MboError
+from mbo_core.kafka import broker
 from mbo_core.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -45,8 +45,8 @@ def _start_or_reuse(settings: Settings) -> tuple[broker.BrokerState, bool]:
 def _provision(settings: Settings) -> None:
     # Imported here: `mbo` loads this module for every command, and these pull in aiokafka,
     # clickhouse-connect and chDB.
-    from mbo_core import clickhouse  # noqa: PLC0415
-    from mbo_core.topics import ensure_topics, topic_specs  # noqa: PLC0415
+    from mbo_core.kafka.topics import ensure_topics, topic_specs  # noqa: PLC0415
+    from mbo_core.storage import clickhouse  # noqa: PLC0415
 
     created = set(asyncio.run(ensure_topics(settings)))
     for spec in topic_specs(settings):

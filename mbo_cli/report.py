@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
-from mbo_core.clickhouse import connect
 from mbo_core.latency_log import read_stamps, run_latency_dir
 from mbo_core.settings import Settings
+from mbo_core.storage.clickhouse import connect
 
 TABLES = ("mbo_records", "bbo", "book_snapshots")
 

@@ -206,13 +206,13 @@ def _local_broker(settings: Any, stack: contextlib.ExitStack, *, fresh: bool) ->
     """The run's own local broker (stopped when the run ends), None with an external Kafka."""
     if settings.kafka.bootstrap_servers:
         return None
-    from mbo_core.broker import LocalBroker  # noqa: PLC0415
+    from mbo_core.kafka.broker import LocalBroker  # noqa: PLC0415
 
     return stack.enter_context(LocalBroker(settings, fresh=fresh))
 
 
 async def _ensure_topics(settings: Any) -> None:
-    from mbo_core.topics import ensure_topics  # noqa: PLC0415
+    from mbo_core.kafka.topics import ensure_topics  # noqa: PLC0415
 
     await ensure_topics(settings)
 
@@ -228,7 +228,7 @@ def _start_stages(
     run_dir: Path,
     stop: list[int],
 ) -> dict[str, int]:
-    from mbo_core.broker import free_port  # noqa: PLC0415
+    from mbo_core.kafka.broker import free_port  # noqa: PLC0415
 
     api_port = _api_port(settings)
     ports = {"sink": free_port(), "producer": free_port(), "api": api_port}
@@ -264,7 +264,7 @@ def _api_port(settings: Any) -> int:
     """MBO_API__PORT, or a free port if something else listens there (said on stderr)."""
     import socket  # noqa: PLC0415
 
-    from mbo_core.broker import free_port  # noqa: PLC0415
+    from mbo_core.kafka.broker import free_port  # noqa: PLC0415
 
     port = int(settings.api.port)
     with socket.socket() as probe:
@@ -280,7 +280,7 @@ def _api_port(settings: Any) -> int:
 def _wait_consumers_ready(
     supervisor: Supervisor, settings: Any, workers: int, stop: list[int], timeout: float = 180
 ) -> None:
-    from mbo_core.kafka import group_members  # noqa: PLC0415
+    from mbo_core.kafka.clients import group_members  # noqa: PLC0415
 
     async def ready() -> bool:
         kafka = settings.kafka
@@ -322,7 +322,7 @@ async def _wait_drained(
 ) -> float:
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-    from mbo_core.kafka import OffsetWatch  # noqa: PLC0415
+    from mbo_core.kafka.clients import OffsetWatch  # noqa: PLC0415
 
     topics = settings.topics
     groups = settings.kafka

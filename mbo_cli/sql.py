@@ -22,9 +22,9 @@ def sql(
     """Run a SQL query on ClickHouse and print the rows as JSON lines."""
     import orjson  # noqa: PLC0415
 
-    from mbo_core.clickhouse import connect  # noqa: PLC0415
     from mbo_core.errors import MboError  # noqa: PLC0415
     from mbo_core.settings import load_settings  # noqa: PLC0415
+    from mbo_core.storage.clickhouse import connect  # noqa: PLC0415
 
     overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
     client = connect(load_settings(**overrides))

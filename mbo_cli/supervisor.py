@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from mbo_core.errors import MboError
 
 if TYPE_CHECKING:
-    from mbo_core.broker import LocalBroker
+    from mbo_core.kafka.broker import LocalBroker
 
 log = logging.getLogger("mbo.run")
 

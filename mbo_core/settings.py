@@ -284,7 +284,7 @@ class SnapshotsTopicSettings(TopicSettings):
 
 
 class TopicsSettings(_Group):
-    """Every topic of the pipeline; mbo_core.topics creates them from here."""
+    """Every topic of the pipeline; mbo_core.kafka.topics creates them from here."""
 
     records: RecordsTopicSettings = Field(
         default_factory=RecordsTopicSettings, description="The raw MBO records topic."

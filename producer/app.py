@@ -37,7 +37,8 @@ from aiokafka.errors import KafkaError
 
 from mbo_core.dbn import DEFAULT_BATCH_RECORDS, MboFile, open_mbo
 from mbo_core.errors import InputError, MboError
-from mbo_core.kafka import bootstrap_servers, make_producer
+from mbo_core.kafka.clients import bootstrap_servers, make_producer
+from mbo_core.kafka.topics import ensure_topics
 from mbo_core.metrics import (
     BATCH_RECORDS,
     MESSAGES_OUT,
@@ -47,12 +48,11 @@ from mbo_core.metrics import (
     serve_metrics,
 )
 from mbo_core.records import MBO_DTYPE
+from mbo_core.replay_lock import replay_lock
 from mbo_core.settings import Settings
 from mbo_core.shutdown import run_until_signalled
-from mbo_core.topics import ensure_topics
 from mbo_core.wire import end_of_stream_headers, instrument_key, records_headers
 from producer.chunking import Chunk, Chunker, FlushSchedule, clear_records, last_of_each_book
-from producer.lock import replay_lock
 from producer.pacing import Pacer, Pacing
 
 log = logging.getLogger("producer")
@@ -156,7 +156,7 @@ async def produce_file(
     `progress(n)` is called with the number of records taken into the replay since the last
     call. Setting `stop` ends the replay early (interrupted=True, no end-of-stream markers).
     Raises InputError for bad options or input, MboError if Kafka fails, ReplayBusyError (an
-    MboError) if another replay into the records topic runs on this machine (producer.lock).
+    MboError) if another replay into the records topic runs on this machine (mbo_core.replay_lock).
     """
     pacing = Pacing.validate(rate=rate, speed=speed, loops=loops)
     source = open_mbo(path)

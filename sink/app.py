@@ -35,8 +35,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import IllegalStateError, KafkaError
 from clickhouse_connect.driver.client import Client
 
-from mbo_core.clickhouse import apply_schema, connect
 from mbo_core.errors import MboError
+from mbo_core.kafka.topics import ensure_topics
 from mbo_core.metrics import (
     BATCH_RECORDS,
     CONSUMER_LAG,
@@ -46,7 +46,7 @@ from mbo_core.metrics import (
     RECORDS_IN,
 )
 from mbo_core.settings import Settings
-from mbo_core.topics import ensure_topics
+from mbo_core.storage.clickhouse import apply_schema, connect
 from sink.decode import TABLES, Decoded, DecodeError, EventRows, Kind, RecordChunk, decode_message
 from sink.writer import InsertError, InsertResult, check_tables, insert_events, insert_records
 
@@ -446,7 +446,7 @@ async def run_sink(
 
 
 def consumer_overrides(settings: Settings) -> dict[str, int]:
-    """The sink consumer's own options on top of mbo_core.kafka's."""
+    """The sink consumer's own options on top of mbo_core.kafka.clients's."""
     return {
         # Large fetches: a partition's records arrive in a few MiB per round trip, not 1 MiB.
         "max_partition_fetch_bytes": FETCH_PARTITION_BYTES,
@@ -464,7 +464,7 @@ async def _consume(
     idle_exit_s: float | None,
     on_flush: Callable[[SinkSummary], None] | None,
 ) -> SinkSummary:
-    from mbo_core.kafka import make_consumer  # noqa: PLC0415 (keeps `import sink.app` light)
+    from mbo_core.kafka.clients import make_consumer  # noqa: PLC0415 (keeps `import sink.app` light)
 
     topics = settings.topics
     names = [topics.records.name, topics.bbo.name, topics.snapshots.name]

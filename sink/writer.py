@@ -20,10 +20,10 @@ import numpy as np
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
-from mbo_core.clickhouse import column_types
 from mbo_core.errors import MboError
 from mbo_core.metrics import INSERT_SECONDS, ROWS_INSERTED
 from mbo_core.quality import QUALITY_FIELDS
+from mbo_core.storage.clickhouse import column_types
 from sink.decode import TABLES, EventRows, Kind, RecordChunk, event_columns, record_columns
 from sink.native import Column, ColumnSpec, encode_block, row_count
 

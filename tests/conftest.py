@@ -4,14 +4,14 @@ Backends, picked once per session, in this order:
 1. external servers: KAFKA_BOOTSTRAP_SERVERS (host:port,...) and CLICKHOUSE_URL (http(s)://host:port,
    credentials in CLICKHOUSE_USER / CLICKHOUSE_PASSWORD);
 2. containers (apache/kafka, clickhouse/clickhouse-server) when a Docker engine answers;
-3. otherwise the local Apache Kafka broker (mbo_core.broker, installed by `make setup`) and chDB
-   in a temporary directory: one broker for the whole session.
+3. otherwise the local Apache Kafka broker (mbo_core.kafka.broker, installed by `make setup`) and
+   chDB in a temporary directory: one broker for the whole session.
 
 Never mock Kafka or ClickHouse: take `infra_settings` (unique topic names, group ids and
-ClickHouse database per test, so tests cannot collide) and build clients with mbo_core.kafka /
-mbo_core.clickhouse. With chDB, ONE data directory may be open per process: in-process tests
-must use the session's `clickhouse_url` (this is what `infra_settings` and `clickhouse_client`
-do), never a chdb directory of their own.
+ClickHouse database per test, so tests cannot collide) and build clients with
+mbo_core.kafka.clients / mbo_core.storage.clickhouse. With chDB, ONE data directory may be
+open per process: in-process tests must use the session's `clickhouse_url` (this is what
+`infra_settings` and `clickhouse_client` do), never a chdb directory of their own.
 
 The session fails if a Kafka broker started by it (found by the PYTEST_MBO_RUN_ID tag in its
 environment, inherited through `mbo` subprocesses too) is still alive at the end.
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mbo_core import broker
+from mbo_core.kafka import broker
 from mbo_core.settings import ENV_PREFIX, Settings
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def docker_available() -> bool:
 
 
 async def _kafka_usable(servers: str) -> bool:
-    from mbo_core.kafka import make_admin  # noqa: PLC0415 (see clickhouse_client)
+    from mbo_core.kafka.clients import make_admin  # noqa: PLC0415 (see clickhouse_client)
 
     settings = make_settings(kafka={"bootstrap_servers": servers, "request_timeout_ms": 5000})
     admin = make_admin(settings, "test-probe")
@@ -255,7 +255,7 @@ def infra_settings(
 def clickhouse_client(infra_settings: Settings) -> Iterator[Client]:
     """A client on this test's own (new, empty) database, dropped afterwards."""
     # Imported here so that collecting the unit tests does not load clickhouse-connect/pyarrow.
-    from mbo_core.clickhouse import connect  # noqa: PLC0415
+    from mbo_core.storage.clickhouse import connect  # noqa: PLC0415
 
     client = connect(infra_settings)
     try:

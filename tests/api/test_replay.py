@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from api.app import create_app
-from producer.lock import ReplayBusyError, check_replay_lock
+from mbo_core.replay_lock import ReplayBusyError, check_replay_lock
 from tests.api.pipeline import Served, serve, settings_env, wait_until
 from tests.api.test_app import module_settings
 from tests.conftest import ClickHouseBackend

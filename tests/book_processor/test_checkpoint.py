@@ -22,9 +22,9 @@ from book_processor.checkpoint import CheckpointStore, fingerprint
 from book_processor.publishing import BookPublisher, Published
 from mbo_core import metrics
 from mbo_core.dbn import open_mbo
-from mbo_core.kafka import make_consumer, make_producer
+from mbo_core.kafka.clients import make_consumer, make_producer
+from mbo_core.kafka.topics import TopicSpec, ensure_topics
 from mbo_core.settings import Settings
-from mbo_core.topics import TopicSpec, ensure_topics
 from tests.book_processor.test_publishing import KEY, SECOND, chunks, headers
 from tests.conftest import make_settings
 from tests.paths import CLX5

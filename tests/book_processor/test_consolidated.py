@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from book_processor.publishing import BookPublisher
-from mbo_core.replay import replay_batches
+from mbo_core.rebuild import rebuild_batches
 from mbo_core.schemas import BookJson
 from mbo_core.wire import end_of_stream_headers, records_headers
 from tests.published import bbo_rows, snapshot_rows
@@ -54,7 +54,7 @@ def _levels(side: list[dict[str, Any]]) -> Side:
 
 def _book_lines(records: np.ndarray, cuts: list[int], depth: int = 10) -> list[BookJson]:
     lines: list[BookJson] = []
-    replay_batches(np.split(records, cuts), source="t", depth=depth, on_event=lines.append)
+    rebuild_batches(np.split(records, cuts), source="t", depth=depth, on_event=lines.append)
     return lines
 
 
@@ -125,7 +125,7 @@ def test_unterminated_records_are_counted_alike_offline_and_in_the_processor() -
     records = to_array([*GOLDEN, add("B", 99 * PX, 1, 13, publisher_id=1, flags=0),
                         cancel("A", 102 * PX, 5, 12, publisher_id=2, flags=0)])  # fmt: skip
     (offline,) = [
-        b for b in replay_batches([records], source="t").books if b["publisher_id"] is None
+        b for b in rebuild_batches([records], source="t").books if b["publisher_id"] is None
     ]
     assert offline["quality"]["unterminated_event_records"] == 2
     for cuts in ([], [3], [7], [8]):

@@ -10,7 +10,7 @@ import pytest
 
 from book_processor.publishing import BookPublisher, Published
 from mbo_core.dbn import open_mbo
-from mbo_core.replay import replay_batches
+from mbo_core.rebuild import rebuild_batches
 from mbo_core.schemas import BookJson
 from mbo_core.wire import end_of_stream_headers, records_headers
 from tests.paths import CLX5
@@ -82,7 +82,7 @@ def test_bbo_rows_are_the_best_level_changes_of_every_event(clx5: np.ndarray) ->
     # Independent derivation: the book after every event (mbo book's events) at depth 1; a row
     # wherever the best levels differ from the previous event's.
     events: list[BookJson] = []
-    replay_batches([clx5], source="clx5", depth=1, on_event=events.append)
+    rebuild_batches([clx5], source="clx5", depth=1, on_event=events.append)
     expected, previous = [], None
     for e in events:
         bid = (e["bids"][0]["price"], e["bids"][0]["size"], e["bids"][0]["count"]) if e["bids"] \
@@ -181,7 +181,7 @@ def test_end_of_stream_publishes_every_book_and_the_consolidated_one() -> None:
 
 
 def test_last_snapshot_equals_mbo_book(clx5: np.ndarray) -> None:
-    (final_book,) = replay_batches([clx5], source="x", depth=10, symbols={432669: "CLX5"}).books
+    (final_book,) = rebuild_batches([clx5], source="x", depth=10, symbols={432669: "CLX5"}).books
     last = snapshots(publish(chunks(clx5, 1000)))[-1]
     assert last["final"] is True
     assert {k: last[k] for k in final_book} == final_book

@@ -11,14 +11,14 @@ import pytest
 from generator.api import generate_file, generate_records
 from generator.core import GeneratorConfig
 from mbo_core.dbn import open_mbo
-from mbo_core.replay import replay_batches
+from mbo_core.rebuild import rebuild_batches
 from tests.generator.streams import BUSY_FLOW
 
 
 def replayed(path: Path, depth: int) -> dict[str, object]:
     """`mbo book PATH -o` in process: the engine's final books of the file."""
     source = open_mbo(path)
-    return replay_batches(
+    return rebuild_batches(
         source.batches(), source=str(path), depth=depth, symbols=source.symbols
     ).to_json()
 

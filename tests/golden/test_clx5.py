@@ -24,7 +24,7 @@ import databento_dbn
 from mbo_core.book import QUALITY_FIELDS
 from mbo_core.dbn import open_mbo
 from mbo_core.prices import parse_price
-from mbo_core.replay import replay_batches
+from mbo_core.rebuild import rebuild_batches
 from tests.paths import CLX5
 from tests.reference_book import RefBook
 
@@ -40,7 +40,7 @@ TOP_ASKS = [
 
 def replay(depth: int) -> dict:  # type: ignore[type-arg]
     source = open_mbo(CLX5)
-    return replay_batches(
+    return rebuild_batches(
         source.batches(), source=str(CLX5), depth=depth, symbols=source.symbols
     ).to_json()
 

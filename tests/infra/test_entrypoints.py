@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mbo_core import broker
+from mbo_core.kafka import broker
 from mbo_core.settings import ENV_PREFIX
 from tests.paths import CLX5, MBO, REPO
 

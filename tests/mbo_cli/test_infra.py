@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mbo_core import broker
+from mbo_core.kafka import broker
 from mbo_core.settings import ENV_PREFIX
 from tests.conftest import make_settings
 

@@ -11,7 +11,7 @@ import numpy as np
 from aiokafka import TopicPartition
 
 from mbo_core.dbn import open_mbo
-from mbo_core.kafka import make_consumer
+from mbo_core.kafka.clients import make_consumer
 from mbo_core.records import MBO_DTYPE
 from mbo_core.settings import Settings
 from mbo_core.wire.headers import H_END_OF_STREAM

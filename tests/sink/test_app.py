@@ -15,10 +15,10 @@ import pytest
 from aiokafka import TopicPartition
 from clickhouse_connect.driver.client import Client
 
-from mbo_core.kafka import make_consumer
+from mbo_core.kafka.clients import make_consumer
+from mbo_core.kafka.topics import ensure_topics
 from mbo_core.settings import Settings
-from mbo_core.topics import ensure_topics
-from sink import queries
+from mbo_core.storage import queries
 from sink.app import SinkSummary, run_sink
 from sink.writer import InsertError
 from tests.sink.wire import (

@@ -15,8 +15,8 @@ from clickhouse_connect.driver.client import Client
 from typer.testing import CliRunner
 
 from mbo_cli.main import app
+from mbo_core.kafka.topics import ensure_topics
 from mbo_core.settings import Settings
-from mbo_core.topics import ensure_topics
 from tests.sink.wire import clx5_records, event_chunks, produce_records
 
 COMMAND_TIMEOUT_S = 60

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from mbo_core.clickhouse import apply_schema
 from mbo_core.errors import MboError
 from mbo_core.prices import UNDEF_PRICE
 from mbo_core.quality import QUALITY_FIELDS
+from mbo_core.storage.clickhouse import apply_schema
 from mbo_core.wire import Encoded
 from sink.decode import EventRows, Kind, RecordChunk, decode_message, record_columns
 from sink.writer import InsertError, check_tables, insert_block, insert_events, insert_records

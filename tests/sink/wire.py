@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mbo_core.dbn import open_mbo
-from mbo_core.kafka import make_producer
+from mbo_core.kafka.clients import make_producer
 from mbo_core.prices import UNDEF_PRICE
 from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.records import MBO_DTYPE

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mbo_core import broker, kafka
 from mbo_core.errors import MboError
+from mbo_core.kafka import broker, clients
+from mbo_core.kafka.topics import TopicSpec, ensure_topics
 from mbo_core.settings import Settings
-from mbo_core.topics import TopicSpec, ensure_topics
 from tests.api.pipeline import wait_until
 from tests.conftest import make_settings
 
@@ -51,7 +51,7 @@ def test_local_broker_context_starts_answers_and_stops(settings: Settings) -> No
         recorded = json.loads(broker.state_file(settings).read_text())
         assert (recorded["pid"], recorded["port"]) == (state.pid, state.port)
         # dev settings without MBO_KAFKA__BOOTSTRAP_SERVERS find the local broker.
-        assert kafka.bootstrap_servers(settings) == local.bootstrap_servers
+        assert clients.bootstrap_servers(settings) == local.bootstrap_servers
     _assert_gone(state)
     assert not broker.state_file(settings).exists()
     assert broker.broker_status(settings).state is None
@@ -163,7 +163,7 @@ def test_kafka_probe_rejects_a_non_kafka_server() -> None:
 
 def test_bootstrap_servers_without_broker_or_setting_says_what_to_do(settings: Settings) -> None:
     with pytest.raises(MboError, match="mbo infra up"):
-        kafka.bootstrap_servers(settings)
+        clients.bootstrap_servers(settings)
 
 
 def test_state_file_of_a_recycled_pid_is_not_trusted(settings: Settings) -> None:
@@ -188,7 +188,7 @@ MESSAGES = 200
 
 
 async def _produce(settings: Settings, topic: str, first: int, count: int) -> None:
-    producer = kafka.make_producer(settings, "test-durable")
+    producer = clients.make_producer(settings, "test-durable")
     await producer.start()
     try:
         for index in range(first, first + count):
@@ -201,11 +201,11 @@ async def _produce(settings: Settings, topic: str, first: int, count: int) -> No
 async def _consume_all(settings: Settings, topic: str, group: str, *, commit: bool) -> list[bytes]:
     """Every message of `topic` from the group's committed offsets (earliest without), the
     group's commits optionally moved to the end."""
-    consumer = kafka.make_consumer(settings, "test-durable", topic, group_id=group)
+    consumer = clients.make_consumer(settings, "test-durable", topic, group_id=group)
     await consumer.start()
     values: list[bytes] = []
     try:
-        ends = await kafka.partition_ends(settings, topic)
+        ends = await clients.partition_ends(settings, topic)
 
         async def caught_up() -> bool:
             assigned = consumer.assignment()
@@ -248,7 +248,7 @@ def test_topics_messages_and_offsets_survive_stop_and_kill_9(settings: Settings)
         assert local.restarts == 1 and local.state.pid != old_pid
         assert local.state.port == first_port
         assert not local.restart_if_exited()  # alive: nothing to do
-        ends = asyncio.run(kafka.partition_ends(on_broker, topic))
+        ends = asyncio.run(clients.partition_ends(on_broker, topic))
         assert sum(ends.values()) == MESSAGES
         # The group resumes at its committed offsets: only the second half is new to it.
         resumed = asyncio.run(_consume_all(on_broker, topic, group, commit=False))

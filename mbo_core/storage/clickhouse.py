@@ -2,7 +2,7 @@
 
 `connect(settings)` opens clickhouse-connect on `chdb:///dir` (the embedded engine: dev, tests,
 the one-command run) or `http(s)://host:port` (a server), creating the database if needed.
-`apply_schema(client)` runs the versioned DDL of mbo_core/ddl idempotently. `insert_columns`
+`apply_schema(client)` runs the versioned DDL of mbo_core/storage/ddl idempotently. `insert_columns`
 inserts whole columns through Arrow (row lists are ~10x slower).
 
 chDB allows ONE process per data directory and one directory per process: with a chdb URL, the
@@ -69,16 +69,16 @@ def _has_code(text: str) -> bool:
 
 
 def migrations() -> list[Migration]:
-    """The numbered DDL files of mbo_core/ddl in version order."""
+    """The numbered DDL files of mbo_core/storage/ddl in version order."""
     found = []
-    for entry in resources.files("mbo_core.ddl").iterdir():
+    for entry in resources.files("mbo_core.storage.ddl").iterdir():
         match = _MIGRATION_FILE.match(entry.name)
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text()))
     found.sort(key=lambda migration: migration.version)
     versions = [migration.version for migration in found]
     if len(set(versions)) != len(versions):
-        raise MboError(f"two DDL files share a version number in mbo_core/ddl: {versions}")
+        raise MboError(f"two DDL files share a version number in mbo_core/storage/ddl: {versions}")
     return found
 
 
@@ -160,7 +160,9 @@ def apply_schema(client: Client, available: Sequence[Migration] | None = None) -
     Idempotent: a second call applies nothing. Returns what it applied. Raises MboError if an
     applied migration's file has changed since (add a new migration instead) or a statement fails.
     """
-    bootstrap = resources.files("mbo_core.ddl").joinpath(f"{MIGRATIONS_TABLE}.sql").read_text()
+    bootstrap = (
+        resources.files("mbo_core.storage.ddl").joinpath(f"{MIGRATIONS_TABLE}.sql").read_text()
+    )
     for statement in split_statements(bootstrap):
         _run(client, statement, f"{MIGRATIONS_TABLE}.sql")
     done = applied_migrations(client)

@@ -1,4 +1,4 @@
-"""The replay loop: events at F_LAST only, batch boundaries invisible, unclosed events counted."""
+"""The book rebuild: events at F_LAST only, batch boundaries invisible, unclosed events counted."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from mbo_core.dbn import open_mbo
-from mbo_core.replay import replay_batches
+from mbo_core.rebuild import rebuild_batches
 from mbo_core.schemas import BookJson
 from tests.paths import CLX5
 from tests.records import PX, add, cancel, to_array
@@ -16,7 +16,7 @@ from tests.records import PX, add, cancel, to_array
 
 def collect(batches: list[np.ndarray], depth: int = 5) -> tuple[list[BookJson], dict]:  # type: ignore[type-arg]
     events: list[BookJson] = []
-    result = replay_batches(batches, source="test", depth=depth, on_event=events.append)
+    result = rebuild_batches(batches, source="test", depth=depth, on_event=events.append)
     return events, result.to_json()
 
 
@@ -98,17 +98,17 @@ def test_instruments_split_over_workers_give_the_same_result() -> None:
             for i in range(3000)
         ]
     )  # fmt: skip
-    one = replay_batches(split(recs, 256), source="t").to_json()
+    one = rebuild_batches(split(recs, 256), source="t").to_json()
     for workers in (2, 3, 7):
-        assert replay_batches(split(recs, 256), source="t", workers=workers).to_json() == one
+        assert rebuild_batches(split(recs, 256), source="t", workers=workers).to_json() == one
     assert any(b["publisher_id"] is None for b in one["books"])
     assert sum(b["quality"]["unterminated_event_records"] for b in one["books"]) > 0
 
 
-def test_a_failing_batch_stops_the_parallel_replay() -> None:
+def test_a_failing_batch_stops_the_parallel_rebuild() -> None:
     def batches() -> Iterator[np.ndarray]:
         yield to_array([add("B", PX, 1, 1, instrument_id=1), add("B", PX, 1, 2, instrument_id=2)])
         raise ValueError("truncated file")
 
     with pytest.raises(ValueError, match="truncated file"):
-        replay_batches(batches(), source="t", workers=2)
+        rebuild_batches(batches(), source="t", workers=2)

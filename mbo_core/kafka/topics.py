@@ -26,7 +26,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 from mbo_core.errors import MboError
-from mbo_core.kafka import bootstrap_servers, make_admin
+from mbo_core.kafka.clients import bootstrap_servers, make_admin
 from mbo_core.settings import Settings, TopicSettings
 
 _TOPIC_ALREADY_EXISTS = 36

@@ -1,4 +1,4 @@
-"""The documented example queries (sink.queries) on known data in a real ClickHouse."""
+"""The documented example queries (mbo_core.storage.queries) on known data in a real ClickHouse."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from mbo_core.clickhouse import apply_schema
 from mbo_core.prices import UNDEF_PRICE
 from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.records import MBO_DTYPE
+from mbo_core.storage import queries
+from mbo_core.storage.clickhouse import apply_schema
 from mbo_core.wire import Encoded, EventContext, encode_bbo, encode_snapshots
-from sink import queries
 from sink.decode import Decoded, EventRows, Kind, decode_message
 from sink.writer import insert_events
 

@@ -1,4 +1,5 @@
-"""producer.lock: one replay at a time into a records topic on one machine, across processes."""
+"""mbo_core.replay_lock: one replay at a time into a records topic on one machine, across
+processes."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from mbo_core.replay_lock import ReplayBusyError, check_replay_lock, lock_path, replay_lock
 from mbo_core.settings import Settings
-from producer.lock import ReplayBusyError, check_replay_lock, lock_path, replay_lock
 from tests.conftest import make_settings
 
 
@@ -45,7 +46,7 @@ def test_the_lock_dies_with_its_process(tmp_path: Path) -> None:
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys, time
             from tests.conftest import make_settings
-            from producer.lock import replay_lock
+            from mbo_core.replay_lock import replay_lock
             settings = make_settings(data_dir={str(tmp_path)!r},
                                      topics={{"records": {{"name": "t.records"}}}})
             with replay_lock(settings, "held.dbn"):

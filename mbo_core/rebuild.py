@@ -1,4 +1,5 @@
-"""Replaying MBO records through the book engine: the offline job behind `mbo book`.
+"""Rebuilding books from MBO records with the book engine (a book rebuild): the offline job
+behind `mbo book`.
 
 Books are read only at F_LAST boundaries. Records go to the engine whole events at a time, each
 event at its F_LAST's place in the stream (`mbo_core.book.events.EventGate`), so at every F_LAST
@@ -27,7 +28,7 @@ EventSink = Callable[[BookJson], None]
 
 
 @dataclass(slots=True)
-class ReplayResult:
+class RebuildResult:
     source: str
     records: int = 0
     events: int = 0
@@ -42,7 +43,7 @@ class ReplayResult:
         }
 
 
-class Replayer:
+class BookRebuilder:
     """Feeds batches of records to a BookEngine and reports books at event boundaries."""
 
     def __init__(
@@ -115,13 +116,13 @@ class Replayer:
         books.sort(key=book_sort_key)
         return books
 
-    def result(self, source: str) -> ReplayResult:
-        return ReplayResult(
+    def result(self, source: str) -> RebuildResult:
+        return RebuildResult(
             source=source, records=self.records, events=self.events, books=self.final_books()
         )
 
 
-def replay_batches(
+def rebuild_batches(
     batches: Iterable[np.ndarray],
     *,
     source: str,
@@ -129,63 +130,63 @@ def replay_batches(
     symbols: dict[int, str] | None = None,
     on_event: EventSink | None = None,
     workers: int = 1,
-) -> ReplayResult:
-    """Replay `batches` (file order) and return the final books.
+) -> RebuildResult:
+    """Rebuild the books from `batches` (file order) and return the final books.
 
     workers > 1 without on_event: instruments are split over that many engines, each fed by a
     thread of its own (the compiled kernel releases the GIL), since books of different
     instruments are independent; the result is the same as with one.
     """
     if workers > 1 and on_event is None:
-        return _replay_in_parallel(batches, source=source, depth=depth, symbols=symbols,
+        return _rebuild_in_parallel(batches, source=source, depth=depth, symbols=symbols,
                                    workers=workers)  # fmt: skip
-    replayer = Replayer(depth=depth, symbols=symbols, on_event=on_event)
+    rebuilder = BookRebuilder(depth=depth, symbols=symbols, on_event=on_event)
     for batch in batches:
-        replayer.feed(batch)
-    replayer.finish()
-    return replayer.result(source)
+        rebuilder.feed(batch)
+    rebuilder.finish()
+    return rebuilder.result(source)
 
 
 #: Batches a worker may have queued before the reader waits for it (bounds memory).
 _BACKLOG = 2
 
 
-def _replay_in_parallel(
+def _rebuild_in_parallel(
     batches: Iterable[np.ndarray],
     *,
     source: str,
     depth: int,
     symbols: dict[int, str] | None,
     workers: int,
-) -> ReplayResult:
-    """One Replayer per group of instruments (instrument_id % workers), each on its own thread
-    and fed in file order; their final books together are one Replayer's."""
-    replayers = [Replayer(depth=depth, symbols=symbols) for _ in range(workers)]
+) -> RebuildResult:
+    """One BookRebuilder per group of instruments (instrument_id % workers), each on its own thread
+    and fed in file order; their final books together are one BookRebuilder's."""
+    rebuilders = [BookRebuilder(depth=depth, symbols=symbols) for _ in range(workers)]
     pools = [ThreadPoolExecutor(max_workers=1) for _ in range(workers)]
     pending: list[deque[Future[None]]] = [deque() for _ in range(workers)]
     try:
         for batch in batches:
             groups = batch["instrument_id"] % np.uint32(workers)
-            for group, (replayer, pool, queued) in enumerate(
-                zip(replayers, pools, pending, strict=True)
+            for group, (rebuilder, pool, queued) in enumerate(
+                zip(rebuilders, pools, pending, strict=True)
             ):
                 part = take_records(batch, groups == group)
                 if not len(part):
                     continue
                 while len(queued) >= _BACKLOG:
                     queued.popleft().result()
-                queued.append(pool.submit(replayer.feed, part))
+                queued.append(pool.submit(rebuilder.feed, part))
         for queued in pending:
             while queued:
                 queued.popleft().result()
     finally:
         for pool in pools:
             pool.shutdown(wait=True, cancel_futures=True)
-    result = ReplayResult(source=source)
-    for replayer in replayers:
-        replayer.finish()
-        result.records += replayer.records
-        result.events += replayer.events
-        result.books.extend(replayer.final_books())
+    result = RebuildResult(source=source)
+    for rebuilder in rebuilders:
+        rebuilder.finish()
+        result.records += rebuilder.records
+        result.events += rebuilder.events
+        result.books.extend(rebuilder.final_books())
     result.books.sort(key=book_sort_key)
     return result

@@ -21,7 +21,7 @@ again on the same data dir, and every topic, message and committed offset is the
 `mbo infra up`); `LocalBroker` is a context manager that stops it on exit (tests, `mbo run`)
 and restarts it when it dies (`restart_if_exited`, called by `mbo run`'s supervisor). Either
 way the pid and port go to `state.json`, which `broker_status`, `stop_broker` and
-`mbo_core.kafka.bootstrap_servers` read.
+`mbo_core.kafka.clients.bootstrap_servers` read.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ NODE_ID = 1
 _POLL_S = 0.05
 # Attempts when a free port we picked is taken by someone else before the broker binds it.
 _PORT_ATTEMPTS = 3
-_SOURCE_ROOT = Path(__file__).resolve().parents[1]
+_SOURCE_ROOT = Path(__file__).resolve().parents[2]
 _API_VERSIONS, _METADATA = 18, 3
 
 

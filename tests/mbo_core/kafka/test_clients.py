@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from mbo_core.kafka import (
+from mbo_core.kafka.clients import (
     committed_offsets,
     consumer_kwargs,
     faust_app_kwargs,
@@ -19,8 +19,8 @@ from mbo_core.kafka import (
     partition_ends,
     producer_kwargs,
 )
+from mbo_core.kafka.topics import TopicSpec, ensure_topics
 from mbo_core.settings import Settings
-from mbo_core.topics import TopicSpec, ensure_topics
 from tests.conftest import make_settings
 
 EXTERNAL = {"kafka": {"bootstrap_servers": "kafka-1:9092,kafka-2:9092"}}

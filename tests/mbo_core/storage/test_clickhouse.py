@@ -7,8 +7,12 @@ import pyarrow as pa
 import pytest
 from clickhouse_connect.driver.client import Client
 
-from mbo_core.broker import free_port
-from mbo_core.clickhouse import (
+from mbo_core.errors import MboError
+from mbo_core.kafka.broker import free_port
+from mbo_core.prices import UNDEF_PRICE
+from mbo_core.quality import QUALITY_FIELDS
+from mbo_core.records import MBO_DTYPE
+from mbo_core.storage.clickhouse import (
     Migration,
     applied_migrations,
     apply_schema,
@@ -17,10 +21,6 @@ from mbo_core.clickhouse import (
     migrations,
     split_statements,
 )
-from mbo_core.errors import MboError
-from mbo_core.prices import UNDEF_PRICE
-from mbo_core.quality import QUALITY_FIELDS
-from mbo_core.records import MBO_DTYPE
 from tests.conftest import make_settings
 
 TS0 = 1_761_000_000_000_000_000  # 2025-10-20T22:40:00Z in ns

@@ -1,6 +1,8 @@
-"""The one place that turns settings into Kafka client options; every stage builds its clients here.
+"""The one place that turns settings into Kafka client options; every stage builds its clients
+here.
 
-The same code path for the local broker (Apache Kafka, mbo_core.broker) and production clusters:
+The same code path for the local broker (Apache Kafka, mbo_core.kafka.broker) and production
+clusters:
 - producers are idempotent with acks=all (the default): a batch retried after a lost
   connection or a broker restart is written once, in order;
 - delivery to consumers is at-least-once (a consumer restarted between its effect and its
@@ -21,8 +23,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
 from aiokafka.helpers import create_ssl_context
 
-from mbo_core import broker
 from mbo_core.errors import MboError
+from mbo_core.kafka import broker
 from mbo_core.settings import Settings
 
 AUTO_OFFSET_RESET: Literal["earliest"] = "earliest"
@@ -132,7 +134,7 @@ def faust_app_kwargs(settings: Settings) -> dict[str, Any]:
     """faust.App options with the same broker, timeouts and delivery rules as the aiokafka clients.
 
     Faust topic declaration stays on (tables need their changelog topics) but the pipeline's own
-    topics are created by mbo_core.topics.ensure_topics before any agent starts.
+    topics are created by mbo_core.kafka.topics.ensure_topics before any agent starts.
     """
     kafka = settings.kafka
     options: dict[str, Any] = {

@@ -6,11 +6,11 @@ import asyncio
 
 import pytest
 
-from mbo_core.broker import free_port
 from mbo_core.errors import MboError
-from mbo_core.kafka import make_admin
+from mbo_core.kafka.broker import free_port
+from mbo_core.kafka.clients import make_admin
+from mbo_core.kafka.topics import TopicSpec, ensure_topics, topic_specs
 from mbo_core.settings import Settings
-from mbo_core.topics import TopicSpec, ensure_topics, topic_specs
 from tests.conftest import make_settings
 
 

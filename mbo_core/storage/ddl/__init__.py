@@ -1,4 +1,5 @@
-"""ClickHouse schema: versioned migrations applied in order by mbo_core.clickhouse.apply_schema.
+"""ClickHouse schema: versioned migrations applied in order by
+mbo_core.storage.clickhouse.apply_schema.
 
 `NNNN_name.sql` files run in version order, each once per database, recorded in
 `schema_migrations` (its own DDL is `schema_migrations.sql`). To change the schema add a new file
