@@ -5,7 +5,7 @@ applies the records and returns (a) one columnar BBO message with every best-lev
 message's events, and (b) a depth snapshot for each book whose event opened a new snapshot
 interval of event time, plus the last state of every book of an instrument at its end-of-stream
 marker. The output depends only on the sequence of input messages (their content and position),
-never on timing, so a publisher rebuilt by replaying the partition from its start produces
+never on timing, so a publisher rebuilt from the partition's start (a book rebuild) produces
 byte-identical messages (mbo_core/wire/ has the formats: DBN MBP-1 and MBP-10 records).
 
 Records reach the engine whole events at a time, each event at its F_LAST's place in the
