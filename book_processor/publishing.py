@@ -26,14 +26,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mbo_core.book import QUALITY_FIELDS, BookEngine, BookView
-from mbo_core.book import kernel as k
+from mbo_core.book import F_LAST, QUALITY_FIELDS, UNDEF_PRICE, BookEngine, BookView
 from mbo_core.book.events import EventGate
+from mbo_core.book.rows import SnapshotColumns as S
+from mbo_core.book.rows import TapColumns as T
 from mbo_core.records import take_records
 from mbo_core.wire import Encoded, EventContext, decode_records, encode_bbo, encode_snapshots
 from mbo_core.wire.layouts import EXT_CONSOLIDATED, EXT_FINAL
 
-UNDEF = k.UNDEF_PRICE
+UNDEF = UNDEF_PRICE
 Bbo = tuple[int, int, int, int, int, int]  # bid price, size, count, ask price, size, count
 
 
@@ -54,11 +55,12 @@ class Published:
 class _Snapshots:
     """The snapshots of one records message: the kernel's rows (books alone on their
     instrument) and the rows written here (books with other publishers, with the consolidated
-    book; final states), int64 rows of the kernel.S_* layout merged in event order."""
+    book; final states), int64 rows of the engine's snapshot layout (SnapshotColumns), merged
+    in event order."""
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
-        self.rows = np.zeros((4, k.S_LEVELS + 6 * depth), dtype=np.int64)
+        self.rows = np.zeros((4, S.width(depth)), dtype=np.int64)
         self.count = 0
         self.kernel_rows = self.rows[:0]
 
@@ -71,22 +73,22 @@ class _Snapshots:
             self.rows = np.concatenate([self.rows, np.zeros_like(self.rows)])
         row: np.ndarray = self.rows[self.count]
         self.count += 1
-        row[k.S_RECORD] = record_index
-        row[k.S_FLAGS] = flags
+        row[S.RECORD] = record_index
+        row[S.FLAGS] = flags
         return row
 
     def add_view(self, view: BookView, record_index: int, *, final: bool) -> None:
         """A book computed outside the kernel (the consolidated one), written into a row."""
         consolidated = EXT_CONSOLIDATED if view.publisher_id is None else 0
         row = self.next_row(record_index, flags=consolidated | (EXT_FINAL if final else 0))
-        row[k.S_PUBLISHER] = view.publisher_id or 0
-        row[k.S_TS_EVENT] = view.ts_event
-        row[k.S_TS_RECV] = view.ts_recv
-        row[k.S_SEQUENCE] = view.sequence or 0
-        row[k.S_QUALITY : k.S_LEVELS] = [view.quality[name] for name in QUALITY_FIELDS]
+        row[S.PUBLISHER] = view.publisher_id or 0
+        row[S.TS_EVENT] = view.ts_event
+        row[S.TS_RECV] = view.ts_recv
+        row[S.SEQUENCE] = view.sequence or 0
+        row[S.QUALITY] = [view.quality[name] for name in QUALITY_FIELDS]
         depth = self.depth
         for side, levels in enumerate((view.bids, view.asks)):
-            block = row[k.S_LEVELS + side * 3 * depth : k.S_LEVELS + (side + 1) * 3 * depth]
+            block = row[S.LEVELS + side * 3 * depth : S.LEVELS + (side + 1) * 3 * depth]
             block[:] = np.tile([UNDEF, 0, 0], depth)
             block[: 3 * len(levels)] = levels[:depth].reshape(-1)
 
@@ -100,21 +102,21 @@ class _Snapshots:
         else:
             both = np.concatenate([self.kernel_rows, self.rows[: self.count]])
             # Event order; one event's rows (a book and its consolidated book) keep theirs.
-            rows = both[np.argsort(both[:, k.S_RECORD], kind="stable")]
+            rows = both[np.argsort(both[:, S.RECORD], kind="stable")]
         n, depth = len(rows), self.depth
-        levels = rows[:, k.S_LEVELS :].reshape(n, 2, depth, 3)
-        flags = rows[:, k.S_FLAGS]
+        levels = rows[:, S.LEVELS :].reshape(n, 2, depth, 3)
+        flags = rows[:, S.FLAGS]
         return encode_snapshots(
             context,
             depth=depth,
-            publisher_id=rows[:, k.S_PUBLISHER],
-            record_index=rows[:, k.S_RECORD],
-            ts_event=rows[:, k.S_TS_EVENT],
-            ts_recv=rows[:, k.S_TS_RECV],
-            sequence=rows[:, k.S_SEQUENCE],
+            publisher_id=rows[:, S.PUBLISHER],
+            record_index=rows[:, S.RECORD],
+            ts_event=rows[:, S.TS_EVENT],
+            ts_recv=rows[:, S.TS_RECV],
+            sequence=rows[:, S.SEQUENCE],
             bids=levels[:, 0],
             asks=levels[:, 1],
-            quality=rows[:, k.S_QUALITY : k.S_LEVELS],
+            quality=rows[:, S.QUALITY],
             consolidated=(flags & EXT_CONSOLIDATED) != 0,
             final=(flags & EXT_FINAL) != 0,
         )
@@ -186,9 +188,9 @@ class BookPublisher:
             on_snapshot_due=snapshot_due,
         )
         if ready is not records:
-            taps[:, k.T_RECORD] = origin[taps[:, k.T_RECORD]]
+            taps[:, T.RECORD] = origin[taps[:, T.RECORD]]
             kernel_rows = snapshots.kernel_rows
-            kernel_rows[:, k.S_RECORD] = origin[kernel_rows[:, k.S_RECORD]]
+            kernel_rows[:, S.RECORD] = origin[kernel_rows[:, S.RECORD]]
         if message.unterminated_tail:
             self._end_open_events(instrument_id)
         self._index_new_books()
@@ -196,7 +198,7 @@ class BookPublisher:
         return Published(
             instrument_id=instrument_id,
             records=len(records),
-            events=int(np.count_nonzero(records["flags"] & k.F_LAST)),
+            events=int(np.count_nonzero(records["flags"] & F_LAST)),
             bbo=bbo,
             bbo_rows=rows,
             snapshots=snapshots.encode(context),
@@ -227,7 +229,7 @@ class BookPublisher:
     ) -> tuple[Encoded | None, int]:
         if len(taps) == 0:
             return None, 0
-        books = taps[:, k.T_BOOK]
+        books = taps[:, T.BOOK]
         first = int(books[0])
         if (books == first).all():
             key = self.engine.book_key(first)
@@ -247,12 +249,8 @@ class BookPublisher:
     ) -> tuple[Encoded, int]:
         """The BBO message of one book's changes: whole columns of the taps, no row loop."""
         last = taps[-1].tolist()
-        self._publisher_bbo.setdefault(instrument, {})[publisher] = tuple(
-            last[k.T_BBO : k.T_BBO + 6]
-        )
-        self._publisher_quality.setdefault(instrument, {})[publisher] = last[
-            k.T_QUALITY : k.T_QUALITY + k.N_QUALITY
-        ]
+        self._publisher_bbo.setdefault(instrument, {})[publisher] = tuple(last[T.BBO])
+        self._publisher_quality.setdefault(instrument, {})[publisher] = last[T.QUALITY]
         n = len(taps)
         return self._encode_bbo(
             context,
@@ -272,8 +270,8 @@ class BookPublisher:
         publisher_ids: list[int] = []
         consolidated: list[bool] = []
         for tap, publisher, instrument in zip(taps.tolist(), publishers, instruments, strict=True):
-            bbo: Bbo = tuple(tap[k.T_BBO : k.T_BBO + 6])
-            quality = tap[k.T_QUALITY : k.T_QUALITY + k.N_QUALITY]
+            bbo: Bbo = tuple(tap[T.BBO])
+            quality = tap[T.QUALITY]
             rows.append(tap)
             publisher_ids.append(publisher)
             consolidated.append(False)
@@ -281,9 +279,9 @@ class BookPublisher:
             if merged is not None:
                 merged_bbo, totals = merged
                 row = list(tap)
-                row[k.T_SEQUENCE] = 0
-                row[k.T_BBO : k.T_BBO + 6] = merged_bbo
-                row[k.T_QUALITY : k.T_QUALITY + k.N_QUALITY] = totals
+                row[T.SEQUENCE] = 0
+                row[T.BBO] = merged_bbo
+                row[T.QUALITY] = totals
                 rows.append(row)
                 publisher_ids.append(0)
                 consolidated.append(True)
@@ -304,16 +302,16 @@ class BookPublisher:
         consolidated: np.ndarray,
         records: np.ndarray,
     ) -> Encoded:
-        record_index = taps[:, k.T_RECORD]
+        record_index = taps[:, T.RECORD]
         return encode_bbo(
             context,
             publisher_id=publisher_id,
             record_index=record_index,
-            ts_event=taps[:, k.T_TS_EVENT],
-            ts_recv=taps[:, k.T_TS_RECV],
-            sequence=taps[:, k.T_SEQUENCE],
-            bbo=taps[:, k.T_BBO : k.T_BBO + 6],
-            quality=taps[:, k.T_QUALITY : k.T_QUALITY + k.N_QUALITY],
+            ts_event=taps[:, T.TS_EVENT],
+            ts_recv=taps[:, T.TS_RECV],
+            sequence=taps[:, T.SEQUENCE],
+            bbo=taps[:, T.BBO],
+            quality=taps[:, T.QUALITY],
             consolidated=consolidated,
             closing=take_records(records, record_index),
         )

@@ -153,7 +153,7 @@ class BookEngine:
         """Apply records in order, tracking what a publisher of the books must publish.
 
         Returns (taps, snapshots). taps: one row per event that changed its book's best levels
-        (columns: kernel.T_*: record index, book, ts_event, ts_recv, sequence, bid price/size/
+        (columns: rows.TapColumns: record index, book, ts_event, ts_recv, sequence, bid price/size/
         count, ask price/size/count, the book's quality counters; an empty side has price
         UNDEF_PRICE). "Changed" is relative to what this engine last reported, so the result
         depends only on the records applied since the engine was created.
@@ -331,7 +331,7 @@ class BookEngine:
         )
 
     def snapshot_row(self, book: int, depth: int, out: np.ndarray) -> None:
-        """Write the book into an int64 row (kernel.S_* layout, S_LEVELS + 6 * depth long):
+        """Write the book into an int64 row (rows.SnapshotColumns, width(depth) long):
         publisher, ts_event, ts_recv, sequence, counters, then `depth` levels per side padded
         with UNDEF_PRICE. One compiled call: what the processor does after snapshot-due events."""
         s = self._state
