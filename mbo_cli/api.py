@@ -7,11 +7,14 @@ one process may open the data directory, so that is how `mbo run` serves a chdb:
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from mbo_core.errors import MboError
+
+if TYPE_CHECKING:
+    from api.sink_host import SinkRunner
 
 
 def api(
@@ -33,6 +36,7 @@ def api(
     from api.server import Server, uvicorn_config  # noqa: PLC0415
     from mbo_core.logs import configure_logging  # noqa: PLC0415
     from mbo_core.settings import load_settings  # noqa: PLC0415
+    from producer.app import produce_file  # noqa: PLC0415
 
     overrides: dict[str, Any] = {}
     if host is not None:
@@ -50,7 +54,14 @@ def api(
 
         client = connect(settings)  # fails now, with one line, if chDB's directory is taken
     try:
-        app = create_app(settings, clickhouse=client, with_sink=with_sink)
+        # The composition root: the API gets the producer's file replay for its replay control
+        # and, with --with-sink, the sink's runner (a stage never imports another).
+        sink: SinkRunner | None = None
+        if with_sink:
+            from sink.app import run_sink  # noqa: PLC0415
+
+            sink = run_sink
+        app = create_app(settings, clickhouse=client, sink=sink, file_replay=produce_file)
         server = Server(uvicorn_config(app, settings.api.host, settings.api.port))
 
         def on_sink_failure() -> None:

@@ -21,6 +21,7 @@ from api.app import create_app
 from api.server import uvicorn_config
 from mbo_core.kafka.broker import free_port
 from mbo_core.settings import Settings
+from producer.app import produce_file
 from tests.paths import MBO
 
 HOST = "127.0.0.1"
@@ -108,6 +109,7 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 def app_for(settings: Settings, **kwargs: Any) -> FastAPI:
+    kwargs.setdefault("file_replay", produce_file)
     return create_app(settings, **kwargs)
 
 

@@ -25,10 +25,13 @@ import orjson
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from api.app import _on_own_loop, create_app
+from api.app import create_app
+from api.sink_host import on_own_loop
 from mbo_core.prices import UNDEF_PRICE
 from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.wire import EventContext, encode_snapshots
+from producer.app import produce_file
+from sink.app import run_sink
 from tests.api.pipeline import Served, processor, run_async, serve, wait_until
 from tests.conftest import ClickHouseBackend, make_settings
 from tests.paths import CLX5, MBO
@@ -77,7 +80,7 @@ def served(
         kafka_bootstrap, clickhouse_backend, tmp_path_factory.mktemp("api") / "data",
         replay_dir=str(CLX5.parent),
     )  # fmt: skip
-    app = create_app(settings, with_sink=True)
+    app = create_app(settings, sink=run_sink, file_replay=produce_file)
     with serve(app, settings) as server, processor(settings):
         client = httpx.Client(base_url=server.base, timeout=30)
         # Paced (~4 s) so that a live client sees updates while the data flows.
@@ -290,7 +293,7 @@ def test_backends_down_give_503(tmp_path: Path) -> None:
                                   "session_timeout_ms": 1500, "heartbeat_interval_ms": 300},
         clickhouse={"url": f"http://{dead}", "connect_timeout_s": 1},
     )  # fmt: skip
-    app = create_app(settings, consume=False)
+    app = create_app(settings, consume=False, file_replay=produce_file)
 
     async def calls() -> tuple[httpx.Response, httpx.Response]:
         transport = httpx.ASGITransport(app=app)
@@ -308,7 +311,7 @@ def test_token_and_cors(tmp_path: Path) -> None:
     settings = make_settings(
         data_dir=tmp_path, api={"token": "s3cret", "cors_origins": "http://ui.example"}
     )
-    app = create_app(settings, consume=False)
+    app = create_app(settings, consume=False, file_replay=produce_file)
 
     async def calls() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
@@ -373,7 +376,7 @@ def test_fast_path_auth_and_cors(tmp_path: Path) -> None:
     settings = make_settings(
         data_dir=tmp_path, api={"token": "s3cret", "cors_origins": "http://ui.example"}
     )
-    app = create_app(settings, consume=False)
+    app = create_app(settings, consume=False, file_replay=produce_file)
     state, fast_path = app.state.live, app.state.fast_path
     # One bid level at 1.5, no asks (depth 1: the ask is undefined).
     bids = np.array([[[1_500_000_000, 2, 1]]], dtype=np.int64)
@@ -494,7 +497,7 @@ def test_own_loop_runs_main_on_its_own_thread_until_stop() -> None:
 
     async def scenario() -> None:
         stop = asyncio.Event()
-        task = asyncio.create_task(_on_own_loop(main, stop, name="own"))
+        task = asyncio.create_task(on_own_loop(main, stop, name="own"))
         await asyncio.sleep(0.1)
         assert not task.done()
         stop.set()
@@ -509,7 +512,7 @@ def test_own_loop_raises_the_error_of_main() -> None:
         raise RuntimeError("the sink broke")
 
     async def scenario() -> None:
-        await asyncio.wait_for(_on_own_loop(main, asyncio.Event(), name="own"), 5)
+        await asyncio.wait_for(on_own_loop(main, asyncio.Event(), name="own"), 5)
 
     with pytest.raises(RuntimeError, match="the sink broke"):
         asyncio.run(scenario())

@@ -27,6 +27,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from api.app import create_app
+from producer.app import produce_file
 from tests.api.pipeline import HOST, Served, processor, serve, wait_until
 from tests.api.test_app import CLX5_ID, module_settings
 from tests.conftest import ClickHouseBackend
@@ -57,7 +58,9 @@ def changing(
     # No keepalive pings: the stuck client could not answer them, and a ping timeout closing
     # it mid-test would be about pings, not about flow control.
     with (
-        serve(create_app(settings), settings, ws_ping_interval=None) as server,
+        serve(
+            create_app(settings, file_replay=produce_file), settings, ws_ping_interval=None
+        ) as server,
         processor(settings),
         httpx.Client(base_url=server.base, timeout=30) as http,
     ):

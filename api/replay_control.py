@@ -1,10 +1,13 @@
-"""Replay control: one producer replay at a time, run as an asyncio task inside the API process.
+"""Replay control: the API's start/pause/resume/stop of one file replay at a time, run as an
+asyncio task inside the API process.
 
-States: idle (never started), running, paused, finished, stopped (by a client), failed (the
-error says why). Starting while running or paused returns the current status and starts nothing
-(idempotent: a retried POST cannot start two replays). Files are resolved inside the configured
-replay directory (MBO_API__REPLAY_DIR); anything outside it is refused, so a client can never
-make the API read an arbitrary file.
+The replay itself (a DBN file into the records topic) is the producer's: `mbo api` hands its
+`produce_file` in as a FileReplay, since a stage never imports another (docs/architecture.md).
+Without one, replay control is off. States: idle (never started), running, paused, finished,
+stopped (by a client), failed (the error says why). Starting while running or paused returns the
+current status and starts nothing (idempotent: a retried POST cannot start two replays). Files
+are resolved inside the configured replay directory (MBO_API__REPLAY_DIR); anything outside it is
+refused, so a client can never make the API read an arbitrary file.
 """
 
 from __future__ import annotations
@@ -13,18 +16,48 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from mbo_core.errors import InputError, MboError
 from mbo_core.replay_lock import ReplayBusyError, check_replay_lock
 from mbo_core.settings import Settings
 
-log = logging.getLogger("api.replay")
+log = logging.getLogger("api.replay_control")
 
 State = Literal["idle", "running", "paused", "finished", "stopped", "failed"]
 DBN_SUFFIXES = (".dbn", ".dbn.zst")
+
+
+class ReplaySummary(Protocol):
+    """What replay control reads from the end of a replay (producer.app.ProduceSummary)."""
+
+    @property
+    def records_read(self) -> int: ...
+
+    @property
+    def interrupted(self) -> bool: ...
+
+
+class FileReplay(Protocol):
+    """A replay of the DBN file at `path` into the records topic, as producer.app.produce_file:
+    `progress(n)` after each n records taken, `stop` ends it early (interrupted), `pause` holds
+    it while set."""
+
+    async def __call__(
+        self,
+        settings: Settings,
+        path: Path,
+        *,
+        rate: float | None,
+        speed: float | None,
+        loops: int,
+        progress: Callable[[int], None],
+        stop: asyncio.Event,
+        pause: asyncio.Event,
+    ) -> ReplaySummary: ...
 
 
 class ReplayRefusedError(Exception):
@@ -50,8 +83,11 @@ class _Run:
 
 
 class ReplayController:
-    def __init__(self, settings: Settings) -> None:
+    """Replay control of one API process; file_replay None: off (every start is a 403)."""
+
+    def __init__(self, settings: Settings, file_replay: FileReplay | None) -> None:
         self.settings = settings
+        self.file_replay = file_replay
         self.state: State = "idle"
         self._run: _Run | None = None
         self._task: asyncio.Task[None] | None = None
@@ -100,6 +136,13 @@ class ReplayController:
             if path.is_file() and path.name.endswith(DBN_SUFFIXES)
         )
 
+    def _replayer(self) -> FileReplay:
+        if self.file_replay is None:
+            raise ReplayRefusedError(
+                403, None, "replay control is off: this API was started without a file replay"
+            )
+        return self.file_replay
+
     def resolve(self, name: str) -> Path:
         directory = self.directory
         if directory is None:
@@ -126,6 +169,7 @@ class ReplayController:
             return False, self.status()
         if rate is not None and speed is not None:
             raise ReplayRefusedError(422, "speed", "give rate or speed, not both")
+        replay_file = self._replayer()
         path = self.resolve(name)
         try:
             check_replay_lock(self.settings)
@@ -149,17 +193,15 @@ class ReplayController:
         self._stop = asyncio.Event()
         self._pause = asyncio.Event()
         self.state = "running"
-        self._task = asyncio.create_task(self._replay(path, self._run), name="replay")
+        self._task = asyncio.create_task(self._replay(replay_file, path, self._run), name="replay")
         return True, self.status()
 
-    async def _replay(self, path: Path, run: _Run) -> None:
-        from producer.app import produce_file  # noqa: PLC0415
-
+    async def _replay(self, replay_file: FileReplay, path: Path, run: _Run) -> None:
         def progress(records: int) -> None:
             run.records_sent += records
 
         try:
-            summary = await produce_file(
+            summary = await replay_file(
                 self.settings, path, rate=run.rate, speed=run.speed, loops=run.loops,
                 progress=progress, stop=self._stop, pause=self._pause,
             )  # fmt: skip

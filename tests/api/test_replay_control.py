@@ -14,6 +14,7 @@ import pytest
 
 from api.app import create_app
 from mbo_core.replay_lock import ReplayBusyError, check_replay_lock
+from producer.app import produce_file
 from tests.api.pipeline import Served, serve, settings_env, wait_until
 from tests.api.test_app import module_settings
 from tests.conftest import ClickHouseBackend
@@ -38,7 +39,7 @@ def replay_server(
         kafka_bootstrap, clickhouse_backend, files / "data", replay_dir=str(files)
     )
     # Only the producer matters here: no live consumer, no sink.
-    with serve(create_app(settings, consume=False), settings) as server:
+    with serve(create_app(settings, consume=False, file_replay=produce_file), settings) as server:
         yield server
 
 
@@ -82,7 +83,7 @@ def test_replay_off_without_directory(tmp_path: Path) -> None:
     from tests.api.pipeline import run_async  # noqa: PLC0415
     from tests.conftest import make_settings  # noqa: PLC0415
 
-    app = create_app(make_settings(data_dir=tmp_path), consume=False)
+    app = create_app(make_settings(data_dir=tmp_path), consume=False, file_replay=produce_file)
 
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)

@@ -25,7 +25,7 @@ from mbo_core.schemas import BookJson, levels_json
 from mbo_core.settings import Settings
 from mbo_core.storage.queries import Query, depth_at
 
-log = logging.getLogger("api.history")
+log = logging.getLogger("api.store")
 
 T = TypeVar("T")
 _IN_RANGE = (

@@ -1,0 +1,54 @@
+"""Replay control: start, pause, resume and stop the replay of a file of the replay directory
+(api.replay_control), and its status."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from api.dependencies import Replays, require_token
+from api.responses import json_response
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+
+
+class ReplayRequest(BaseModel):
+    file: str = Field(min_length=1, max_length=4096, description="File in the replay directory.")
+    rate: float | None = Field(default=None, gt=0, le=1e9, description="Records per second.")
+    speed: float | None = Field(default=None, gt=0, le=1e6, description="x recorded time.")
+    loop: int = Field(default=1, ge=1, le=1000, description="Copies of the file to replay.")
+
+
+@router.get("/replay", summary="Replay status")
+async def replay_status(replay: Replays) -> Response:
+    return json_response(replay.status())
+
+
+@router.get("/replay/files", summary="Files the replay may use")
+async def replay_files(replay: Replays) -> Response:
+    return json_response({"directory": str(replay.directory) if replay.directory else None,
+                          "files": replay.files()})  # fmt: skip
+
+
+@router.post("/replay", summary="Start a replay (returns the running one's status if active)")
+async def replay_start(replay: Replays, request: Annotated[ReplayRequest, Body()]) -> Response:
+    started, status = await replay.start(request.file, request.rate, request.speed, request.loop)
+    return json_response(status, 202 if started else 200)
+
+
+@router.post("/replay/pause", summary="Pause the replay")
+async def replay_pause(replay: Replays) -> Response:
+    return json_response(replay.pause())
+
+
+@router.post("/replay/resume", summary="Resume the replay")
+async def replay_resume(replay: Replays) -> Response:
+    return json_response(replay.resume())
+
+
+@router.post("/replay/stop", summary="Stop the replay")
+async def replay_stop(replay: Replays) -> Response:
+    return json_response(await replay.stop())
