@@ -110,21 +110,7 @@ def run(
             _clear_earlier_run(settings)
         if not settings.kafka.bootstrap_servers:
             _refuse_earlier_rows(settings)
-        latency_dir = run_latency_dir(settings.data_dir / "run")
-        shutil.rmtree(latency_dir, ignore_errors=True)  # an earlier run's stamps
-        env = {
-            **os.environ,
-            "MBO_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
-            "MBO_DATA_DIR": str(settings.data_dir),
-            "MBO_CLICKHOUSE__URL": settings.clickhouse_url,
-        }
-        if until_drained:
-            # The processors write down each publication's stamps for the report (16 bytes a
-            # message: not for a run that serves until Ctrl-C, which writes no report).
-            env["MBO_PIPELINE__LATENCY_LOG_DIR"] = str(latency_dir)
-        if settings.api.replay_dir is None:
-            # The UI's replay control may replay the files beside the one given here.
-            env["MBO_API__REPLAY_DIR"] = str(replay.resolve().parent)
+        env = _stage_environment(settings, bootstrap, replay, until_drained=until_drained)
         settings = load_settings(**overrides, kafka={"bootstrap_servers": bootstrap})
         asyncio.run(_ensure_topics(settings))
         run_dir = settings.data_dir / "run"
@@ -143,26 +129,55 @@ def run(
         if not until_drained:
             _serve_until_stopped(supervisor, stop)
             return
-        started = time.time()
-        drained_at = asyncio.run(_wait_drained(supervisor, settings, stop, timeout))
-        from mbo_cli.report import build_report  # noqa: PLC0415 (reads ClickHouse)
-
-        # With chDB the sink runs inside the API process, whose /metrics is the API's.
-        sink_host = settings.api.host if ports["sink"] == ports["api"] else settings.metrics.host
-        sink_metrics = _scrape(sink_host, ports["sink"])
-        supervisor.stop_all()
-        figures = build_report(
-            settings,
-            run_dir=run_dir,
-            started=started,
-            drained_at=drained_at,
-            sink_metrics=sink_metrics,
-            restarts=supervisor.restarts(),
-        )
+        figures = _drain_and_report(supervisor, settings, ports, stop, timeout)
     text = json.dumps(figures, indent=1)
     if report is not None:
         report.write_text(text + "\n")
     print(text)
+
+
+def _stage_environment(
+    settings: Any, bootstrap: str, replay: Path, *, until_drained: bool
+) -> dict[str, str]:
+    """The environment every stage starts with: this run's broker, data dir and ClickHouse."""
+    latency_dir = run_latency_dir(settings.data_dir / "run")
+    shutil.rmtree(latency_dir, ignore_errors=True)  # an earlier run's stamps
+    env = {
+        **os.environ,
+        "MBO_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "MBO_DATA_DIR": str(settings.data_dir),
+        "MBO_CLICKHOUSE__URL": settings.clickhouse_url,
+    }
+    if until_drained:
+        # The processors write down each publication's stamps for the report (16 bytes a
+        # message: not for a run that serves until Ctrl-C, which writes no report).
+        env["MBO_PIPELINE__LATENCY_LOG_DIR"] = str(latency_dir)
+    if settings.api.replay_dir is None:
+        # The UI's replay control may replay the files beside the one given here.
+        env["MBO_API__REPLAY_DIR"] = str(replay.resolve().parent)
+    return env
+
+
+def _drain_and_report(
+    supervisor: Supervisor, settings: Any, ports: dict[str, int], stop: list[int], timeout: float
+) -> dict[str, Any]:
+    """Wait until the pipeline drained, stop the stages, and return the run's figures."""
+    started = time.time()
+    drained_at = asyncio.run(_wait_drained(supervisor, settings, stop, timeout))
+    from mbo_cli.report import build_report  # noqa: PLC0415 (reads ClickHouse)
+
+    # With chDB the sink runs inside the API process, whose /metrics is the API's.
+    sink_host = settings.api.host if ports["sink"] == ports["api"] else settings.metrics.host
+    sink_metrics = _scrape(sink_host, ports["sink"])
+    supervisor.stop_all()
+    return build_report(
+        settings,
+        run_dir=supervisor.run_dir,
+        started=started,
+        drained_at=drained_at,
+        sink_metrics=sink_metrics,
+        restarts=supervisor.restarts(),
+    )
 
 
 def _clear_earlier_run(settings: Any) -> None:
