@@ -3,7 +3,8 @@ bearer-token check and the lookups of a book in the live state and in ClickHouse
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, TypeVar, cast
 
 from fastapi import Depends, HTTPException, Request
 from starlette.requests import HTTPConnection
@@ -15,31 +16,23 @@ from api.state import Key, LiveState
 from api.store import Store
 from mbo_core.settings import Settings
 
-
-def live_state(connection: HTTPConnection) -> LiveState:
-    state: LiveState = connection.app.state.live
-    return state
+T = TypeVar("T")
 
 
-def store(request: Request) -> Store:
-    found: Store = request.app.state.store
-    return found
+def _app_state(name: str, kind: type[T]) -> Callable[[HTTPConnection], T]:
+    """A dependency that returns app.state.<name> (HTTP requests and WebSockets alike)."""
+
+    def dependency(connection: HTTPConnection) -> T:
+        return cast(T, getattr(connection.app.state, name))
+
+    dependency.__name__ = name
+    return dependency
 
 
-def replay_controller(request: Request) -> ReplayController:
-    controller: ReplayController = request.app.state.replay
-    return controller
-
-
-def settings(connection: HTTPConnection) -> Settings:
-    found: Settings = connection.app.state.settings
-    return found
-
-
-Live = Annotated[LiveState, Depends(live_state)]
-History = Annotated[Store, Depends(store)]
-Replays = Annotated[ReplayController, Depends(replay_controller)]
-AppSettings = Annotated[Settings, Depends(settings)]
+Live = Annotated[LiveState, Depends(_app_state("live", LiveState))]
+History = Annotated[Store, Depends(_app_state("store", Store))]
+Replays = Annotated[ReplayController, Depends(_app_state("replay", ReplayController))]
+AppSettings = Annotated[Settings, Depends(_app_state("settings", Settings))]
 
 
 def authorized(connection: HTTPConnection) -> bool:
