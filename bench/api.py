@@ -66,7 +66,8 @@ import httpx
 import websockets
 
 from bench.procstat import cpu_seconds
-from mbo_core.kafka.broker import LocalBroker, free_port
+from mbo_core.kafka.broker import LocalBroker
+from mbo_core.kafka.probes import free_port
 from mbo_core.settings import Settings
 
 HOST = "127.0.0.1"

@@ -21,7 +21,7 @@ from typing import Annotated
 import typer
 
 from mbo_core.errors import InputError, MboError
-from mbo_core.kafka import broker
+from mbo_core.kafka import broker, probes
 from mbo_core.settings import Settings, load_settings
 
 app = typer.Typer(
@@ -156,7 +156,7 @@ def status() -> None:
     external = settings.kafka.bootstrap_servers
     if external is not None:
         host, _, port = external.split(",")[0].rpartition(":")
-        answering = broker.kafka_answers(host, int(port), timeout_s=3.0)
+        answering = probes.kafka_answers(host, int(port), timeout_s=3.0)
         _say(f"Kafka: {external} (external): {'answering' if answering else 'NOT answering'}")
     else:
         current = broker.broker_status(settings)

@@ -243,7 +243,7 @@ def _start_stages(
     run_dir: Path,
     stop: list[int],
 ) -> dict[str, int]:
-    from mbo_core.kafka.broker import free_port  # noqa: PLC0415
+    from mbo_core.kafka.probes import free_port  # noqa: PLC0415
 
     api_port = _api_port(settings)
     ports = {"sink": free_port(), "producer": free_port(), "api": api_port}
@@ -279,7 +279,7 @@ def _api_port(settings: Any) -> int:
     """MBO_API__PORT, or a free port if something else listens there (said on stderr)."""
     import socket  # noqa: PLC0415
 
-    from mbo_core.kafka.broker import free_port  # noqa: PLC0415
+    from mbo_core.kafka.probes import free_port  # noqa: PLC0415
 
     port = int(settings.api.port)
     with socket.socket() as probe:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from mbo_core.kafka import broker
+from mbo_core.kafka import broker, probes
 from mbo_core.settings import ENV_PREFIX, Settings
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def _kafka_container() -> Iterator[str]:
 
     host = DockerClient().host()
     # The same port inside and outside, so the advertised listener is right on both sides.
-    port = broker.free_port("0.0.0.0")
+    port = probes.free_port("0.0.0.0")
     container = (
         DockerContainer(KAFKA_IMAGE)
         .with_bind_ports(port, port)

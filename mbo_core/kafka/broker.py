@@ -35,8 +35,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import sys
 import tempfile
@@ -49,12 +47,12 @@ from types import TracebackType
 from typing import IO, Self, TypeVar
 
 from mbo_core.errors import MboError
+from mbo_core.kafka.probes import BROKER_HOST, free_port, kafka_answers, kafka_ready, port_open
 from mbo_core.settings import Settings
 
 log = logging.getLogger("mbo.broker")
 _Record = TypeVar("_Record")
 
-BROKER_HOST = "127.0.0.1"
 #: The JVM class-data archive of the installed Kafka (build_class_archive), beside its libs.
 CLASS_ARCHIVE = "kafka-classes.jsa"
 #: The storage tool's bootstrap metadata for a new log dir, kept beside the archive (see
@@ -66,7 +64,6 @@ _POLL_S = 0.05
 # Attempts when a free port we picked is taken by someone else before the broker binds it.
 _PORT_ATTEMPTS = 3
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
-_API_VERSIONS, _METADATA = 18, 3
 
 
 class BrokerAlreadyRunningError(MboError):
@@ -209,84 +206,6 @@ def java_executable(settings: Settings) -> str:
             "`make setup`, which installs Debian's OpenJDK 17, or set MBO_BROKER__JAVA"
         )
     return candidate
-
-
-def free_port(host: str = BROKER_HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
-    """True if something accepts TCP connections on host:port."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            return True
-    except OSError:
-        return False
-
-
-def _request(
-    host: str, port: int, api_key: int, version: int, body: bytes, timeout_s: float
-) -> bytes:
-    """One Kafka request with a v1 header (non-flexible); the response after its correlation id.
-
-    Hand-rolled so that the probes need no event loop and can run anywhere, including inside
-    async code that must not nest loops.
-    """
-    correlation_id = 0x4D424F  # any value; the reply must echo it
-    client_id = b"mbo-probe"
-    header = struct.pack(">hhih", api_key, version, correlation_id, len(client_id)) + client_id
-    request = header + body
-    with socket.create_connection((host, port), timeout=timeout_s) as sock:
-        sock.settimeout(timeout_s)
-        sock.sendall(struct.pack(">i", len(request)) + request)
-        (size,) = struct.unpack(">i", _recv_exactly(sock, 4))
-        if not 4 <= size <= 1 << 24:
-            raise ConnectionError(f"not a Kafka response (size {size})")
-        response = _recv_exactly(sock, size)
-    (reply_correlation,) = struct.unpack_from(">i", response)
-    if reply_correlation != correlation_id:
-        raise ConnectionError("not a Kafka response (correlation id)")
-    return response[4:]
-
-
-def kafka_answers(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    """True if host:port answers a Kafka ApiVersions request, i.e. speaks Kafka, not just TCP."""
-    try:
-        response = _request(host, port, _API_VERSIONS, 0, b"", timeout_s)
-        (error_code,) = struct.unpack_from(">h", response)
-    except (OSError, struct.error):  # ConnectionError is an OSError
-        return False
-    # 35 UNSUPPORTED_VERSION: a broker that dropped v0 still answers like Kafka.
-    return error_code in (0, 35)
-
-
-def kafka_ready(host: str, port: int, timeout_s: float = 1.0) -> bool:
-    """True once host:port serves clients: a Metadata request lists at least one broker.
-
-    A KRaft broker answers ApiVersions while it is still fenced (catching up with the metadata
-    log); Metadata lists only unfenced brokers, so topics can be created once this is true.
-    """
-    # Metadata v4 (the oldest Kafka 4 serves): no topics (an empty array), no auto-creation.
-    body = struct.pack(">i?", 0, False)
-    try:
-        response = _request(host, port, _METADATA, 4, body, timeout_s)
-        _throttle_ms, brokers = struct.unpack_from(">ii", response)
-    except (OSError, struct.error):
-        return False
-    return bool(brokers >= 1)
-
-
-def _recv_exactly(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            raise ConnectionError("connection closed")
-        data += chunk
-    return data
 
 
 def _proc_state(pid: int) -> str | None:

@@ -19,7 +19,7 @@ from fastapi import FastAPI
 
 from api.app import create_app
 from api.server import uvicorn_config
-from mbo_core.kafka.broker import free_port
+from mbo_core.kafka.probes import free_port
 from mbo_core.settings import Settings
 from producer.app import produce_file
 from tests.paths import MBO

@@ -428,7 +428,7 @@ def test_fast_path_auth_and_cors(tmp_path: Path) -> None:
 
 
 def _closed_port() -> int:
-    from mbo_core.kafka.broker import free_port  # noqa: PLC0415
+    from mbo_core.kafka.probes import free_port  # noqa: PLC0415
 
     return free_port()
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from mbo_core.kafka import broker
+from mbo_core.kafka import probes
 from mbo_core.settings import ENV_PREFIX
 from tests.paths import CLX5, MBO, REPO
 
@@ -63,10 +63,10 @@ def container_env(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> d
         MBO_CLICKHOUSE__URL=f"chdb://{tmp_path / 'clickhouse'}",
         MBO_METRICS__HOST="127.0.0.1",
         MBO_API__HOST="127.0.0.1",
-        MBO_METRICS__PRODUCER_PORT=str(broker.free_port("127.0.0.1")),
-        MBO_METRICS__PROCESSOR_PORT=str(broker.free_port("127.0.0.1")),
-        MBO_METRICS__SINK_PORT=str(broker.free_port("127.0.0.1")),
-        MBO_API__PORT=str(broker.free_port("127.0.0.1")),
+        MBO_METRICS__PRODUCER_PORT=str(probes.free_port("127.0.0.1")),
+        MBO_METRICS__PROCESSOR_PORT=str(probes.free_port("127.0.0.1")),
+        MBO_METRICS__SINK_PORT=str(probes.free_port("127.0.0.1")),
+        MBO_API__PORT=str(probes.free_port("127.0.0.1")),
     )
     return env
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mbo_core.kafka import broker
+from mbo_core.kafka import broker, probes
 from mbo_core.settings import ENV_PREFIX
 from tests.conftest import make_settings
 
@@ -60,7 +60,7 @@ def test_up_status_down(data_dir: Path, tmp_path: Path) -> None:
         assert f"topic {topic}: 8 partitions, created" in up.stdout
     assert "applied now: 0001_initial.sql" in up.stdout
     # `up` returned, and the broker it started detached still serves Kafka.
-    assert broker.kafka_answers(host, port)
+    assert probes.kafka_answers(host, port)
 
     status = _mbo("infra", "status", cwd=tmp_path, env=env)
     assert status.returncode == 0, status.stderr
@@ -73,7 +73,7 @@ def test_up_status_down(data_dir: Path, tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert f"stopped the local broker at {host}:{port}" in down.stdout
     for listening in (port, state.controller_port):
-        assert not broker.port_open(host, listening), "a port still listens after `infra down`"
+        assert not probes.port_open(host, listening), "a port still listens after `infra down`"
     after = broker.broker_status(make_settings(data_dir=data_dir))
     assert after.state is None
     assert not after.running
@@ -134,7 +134,7 @@ def test_init_refuses_to_run_without_kafka_servers(tmp_path: Path) -> None:
 
 
 def test_init_gives_up_when_kafka_does_not_answer(tmp_path: Path) -> None:
-    port = broker.free_port("127.0.0.1")
+    port = probes.free_port("127.0.0.1")
     env = _env(
         MBO_DATA_DIR=str(tmp_path / "data"),
         MBO_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{port}",

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import pytest
 
-from mbo_core.kafka.broker import free_port
+from mbo_core.kafka.probes import free_port
 from tests.paths import MBO, REPO
 
 pytestmark = pytest.mark.integration

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mbo_core.errors import MboError
-from mbo_core.kafka import broker, clients
+from mbo_core.kafka import broker, clients, probes
 from mbo_core.kafka.topics import TopicSpec, ensure_topics
 from mbo_core.settings import Settings
 from tests.api.pipeline import wait_until
@@ -38,7 +38,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _assert_gone(state: broker.BrokerState) -> None:
-    assert not broker.port_open(state.host, state.port), "the port still accepts connections"
+    assert not probes.port_open(state.host, state.port), "the port still accepts connections"
     assert not _pid_alive(state.pid), "the broker process is still alive"
 
 
@@ -46,7 +46,7 @@ def test_local_broker_context_starts_answers_and_stops(settings: Settings) -> No
     with broker.LocalBroker(settings) as local:
         state = local.state
         assert state.host == "127.0.0.1"
-        assert broker.kafka_answers(state.host, state.port)
+        assert probes.kafka_answers(state.host, state.port)
         assert broker.broker_status(settings).running
         recorded = json.loads(broker.state_file(settings).read_text())
         assert (recorded["pid"], recorded["port"]) == (state.pid, state.port)
@@ -105,7 +105,7 @@ def test_fixed_port_in_use_is_refused(tmp_path: Path) -> None:
 
 
 def test_fixed_port_is_used(tmp_path: Path) -> None:
-    port = broker.free_port()
+    port = probes.free_port()
     with broker.LocalBroker(make_settings(data_dir=tmp_path, broker={"port": port})) as local:
         assert local.bootstrap_servers == f"127.0.0.1:{port}"
 
@@ -156,9 +156,9 @@ def test_kafka_probe_rejects_a_non_kafka_server() -> None:
 
         thread = threading.Thread(target=answer_garbage)
         thread.start()
-        assert not broker.kafka_answers("127.0.0.1", port, timeout_s=2.0)
+        assert not probes.kafka_answers("127.0.0.1", port, timeout_s=2.0)
         thread.join(timeout=5)
-    assert not broker.kafka_answers("127.0.0.1", port)
+    assert not probes.kafka_answers("127.0.0.1", port)
 
 
 def test_bootstrap_servers_without_broker_or_setting_says_what_to_do(settings: Settings) -> None:
@@ -171,8 +171,8 @@ def test_state_file_of_a_recycled_pid_is_not_trusted(settings: Settings) -> None
     fake = broker.BrokerState(
         pid=os.getpid(),
         host="127.0.0.1",
-        port=broker.free_port(),
-        controller_port=broker.free_port(),
+        port=probes.free_port(),
+        controller_port=probes.free_port(),
         config_file=str(settings.data_dir / "kafka" / "server.properties"),
         log_file="",
         started_at=0.0,
@@ -286,7 +286,7 @@ def test_class_archive_is_recorded_and_mapped_by_every_later_start(tmp_path: Pat
     with broker.LocalBroker(settings) as local:
         # The JVM maps an archive it accepted (a refused one it would only have read).
         assert str(archive) in Path(f"/proc/{local.state.pid}/maps").read_text()
-        assert broker.kafka_answers(local.state.host, local.state.port)
+        assert probes.kafka_answers(local.state.host, local.state.port)
     # That data dir was formatted from the template, the way the storage tool does it, and
     # Kafka took it: it served above, and kept the ids written for it.
     storage = broker.storage_dir(settings)

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from mbo_core.errors import MboError
-from mbo_core.kafka.broker import free_port
 from mbo_core.kafka.clients import make_admin
+from mbo_core.kafka.probes import free_port
 from mbo_core.kafka.topics import TopicSpec, ensure_topics, topic_specs
 from mbo_core.settings import Settings
 from tests.conftest import make_settings

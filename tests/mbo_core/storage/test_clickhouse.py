@@ -8,7 +8,7 @@ import pytest
 from clickhouse_connect.driver.client import Client
 
 from mbo_core.errors import MboError
-from mbo_core.kafka.broker import free_port
+from mbo_core.kafka.probes import free_port
 from mbo_core.prices import UNDEF_PRICE
 from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.records import MBO_DTYPE
