@@ -28,11 +28,10 @@ from starlette.types import Receive, Scope, Send
 
 from api.fastpath import FastPath
 from api.middleware import RequestMetrics
-from api.params import ParamError
+from api.params import MAX_DEPTH, ParamError
 from api.replay_control import FileReplay, ReplayController, ReplayRefusedError
 from api.responses import error_response, json_response
 from api.routers import books, health, history, live, replay
-from api.routers.params import MAX_DEPTH
 from api.sink_host import SinkRunner, run_sink_in_process
 from api.state import LiveState, consume_live
 from api.store import BackendUnavailableError, Store

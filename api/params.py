@@ -1,4 +1,5 @@
-"""Parsing of the API's own parameter formats: timestamps (ns or ISO-8601) and bucket widths.
+"""The API's parameters: the typed path and query parameters the routers share (bounds and
+OpenAPI text), and the parsing of its own formats: timestamps (ns or ISO-8601), bucket widths.
 
 A bad value raises ParamError naming the parameter; the app turns it into a 422 shaped like
 FastAPI's own validation errors, so clients see one error format.
@@ -8,7 +9,26 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Final
+from typing import Annotated, Final
+
+from fastapi import Query
+from pydantic import Field
+
+from api.fastpath import MAX_INSTRUMENT, MAX_PUBLISHER
+
+MAX_DEPTH = 1000
+MAX_ROWS = 100_000
+
+InstrumentId = Annotated[int, Field(ge=0, le=MAX_INSTRUMENT)]
+PublisherQuery = Annotated[
+    int | None,
+    Query(ge=0, le=MAX_PUBLISHER, description="Publisher id; omitted: the consolidated book if the "
+          "instrument has several publishers, else its only one."),
+]  # fmt: skip
+DepthQuery = Annotated[int, Query(ge=1, le=MAX_DEPTH, description="Levels per side.")]
+MaxHzQuery = Annotated[
+    float, Query(gt=0, le=1000, description="Most updates per second (capped by the server).")
+]
 
 MAX_NS: Final = 2**63 - 1
 _INTEGER = re.compile(r"^-?\d+$")

@@ -11,8 +11,8 @@ from fastapi.responses import Response
 
 from api.dependencies import Live, live_key, require_token
 from api.fastpath import DEFAULT_DEPTH
+from api.params import DepthQuery, InstrumentId, PublisherQuery
 from api.responses import json_response
-from api.routers.params import DepthQuery, InstrumentId, PublisherQuery
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
 

@@ -10,9 +10,16 @@ from fastapi.responses import Response
 from api import store as history
 from api.dependencies import History, history_publisher, require_token
 from api.fastpath import DEFAULT_DEPTH
-from api.params import ParamError, parse_bucket, parse_ts
+from api.params import (
+    MAX_ROWS,
+    DepthQuery,
+    InstrumentId,
+    ParamError,
+    PublisherQuery,
+    parse_bucket,
+    parse_ts,
+)
 from api.responses import json_response
-from api.routers.params import MAX_ROWS, DepthQuery, InstrumentId, PublisherQuery
 from mbo_core.storage.queries import mid_bars
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])

@@ -14,7 +14,7 @@ from starlette.websockets import WebSocketDisconnect
 from api.dependencies import AppSettings, Live, authorized, live_key, require_token
 from api.fastpath import DEFAULT_DEPTH
 from api.feeds import feed, sse_stream
-from api.routers.params import MAX_DEPTH, DepthQuery, InstrumentId, MaxHzQuery, PublisherQuery
+from api.params import MAX_DEPTH, DepthQuery, InstrumentId, MaxHzQuery, PublisherQuery
 from mbo_core.metrics import API_WEBSOCKET_CLIENTS
 
 router = APIRouter(prefix="/v1")
