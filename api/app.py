@@ -21,6 +21,8 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
@@ -145,6 +147,13 @@ def create_app(
 
 
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(_request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own handler echoes the input with json.dumps, which refuses NaN and
+        # infinities (JSON allows neither; Python's parser reads NaN, Infinity and 1e400): such
+        # a body answered 500. orjson writes them as null, and the answer is the usual 422.
+        return json_response({"detail": jsonable_encoder(exc.errors())}, 422)
+
     @app.exception_handler(ParamError)
     async def _param_error(_request: Request, exc: ParamError) -> Response:
         detail = [{"loc": [exc.location, exc.field], "msg": exc.message, "type": "value_error"}]

@@ -17,8 +17,13 @@ router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
 
 class ReplayRequest(BaseModel):
     file: str = Field(min_length=1, max_length=4096, description="File in the replay directory.")
-    rate: float | None = Field(default=None, gt=0, le=1e9, description="Records per second.")
-    speed: float | None = Field(default=None, gt=0, le=1e6, description="x recorded time.")
+    # Finite and bounded below: a replay at 1e-300 records/s would hold the only replay slot.
+    rate: float | None = Field(
+        default=None, ge=1, le=1e9, allow_inf_nan=False, description="Records per second."
+    )
+    speed: float | None = Field(
+        default=None, ge=1e-3, le=1e6, allow_inf_nan=False, description="x recorded time."
+    )
     loop: int = Field(default=1, ge=1, le=1000, description="Copies of the file to replay.")
 
 

@@ -125,3 +125,36 @@ def test_a_replay_by_another_process_is_refused_until_it_ends(replay_server: Ser
     finally:
         producer.kill()
         producer.wait()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"file": "x.dbn", "rate": NaN}', "rate"),
+        ('{"file": "x.dbn", "rate": Infinity}', "rate"),
+        ('{"file": "x.dbn", "rate": 1e400}', "rate"),
+        ('{"file": "x.dbn", "speed": -Infinity}', "speed"),
+        ('{"file": "x.dbn", "rate": 1e-300}', "rate"),
+        ('{"file": "x.dbn", "speed": 1e-9}', "speed"),
+    ],
+)
+def test_non_finite_or_absurd_pace_is_a_422_naming_the_field(
+    tmp_path: Path, body: str, field: str
+) -> None:
+    # Python's JSON parser reads NaN, Infinity and 1e400; they once answered 500.
+    from tests.api.pipeline import run_async  # noqa: PLC0415
+    from tests.conftest import make_settings  # noqa: PLC0415
+
+    settings = make_settings(data_dir=tmp_path, api={"replay_dir": str(tmp_path)})
+    app = create_app(settings, consume=False, file_replay=produce_file)
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+            headers = {"content-type": "application/json"}
+            return await http.post("/v1/replay", content=body, headers=headers)
+
+    response = run_async(call())
+    assert response.status_code == 422
+    (error,) = response.json()["detail"]
+    assert error["loc"] == ["body", field]
