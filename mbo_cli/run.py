@@ -87,7 +87,11 @@ def run(
     overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
     settings = load_settings(**overrides)
     configure_logging(settings.log, "run")
-    open_mbo(replay)  # bad input fails here, before anything starts
+    # Bad input fails here, in one line, before anything starts: the whole file is read once
+    # (0.23 CPU-s for 2M records), so a truncated or corrupt body is found now, not by the
+    # producer seconds into a started pipeline.
+    for _batch in open_mbo(replay).batches():
+        pass
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if fresh and settings.chdb_dir is None:
         raise InputError(

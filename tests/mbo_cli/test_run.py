@@ -426,3 +426,32 @@ def test_sigterm_while_starting_stops_every_stage(tmp_path: Path) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)  # gone, not orphaned
     assert not list(data.rglob("state.json")), "the local broker was left running"
+
+
+@pytest.mark.parametrize("suffix", [".dbn", ".dbn.zst"])
+def test_a_truncated_file_fails_in_one_line_before_anything_starts(
+    tmp_path: Path, suffix: str
+) -> None:
+    import zstandard  # noqa: PLC0415
+
+    whole = CLX5.read_bytes()
+    cut = whole[: len(whole) - 1000 - 13]  # mid-record, far from the end
+    source = tmp_path / f"cut{suffix}"
+    if suffix == ".dbn.zst":
+        # The frame is cut too: what a download that stopped early leaves.
+        compressed = zstandard.ZstdCompressor().compress(whole)
+        source.write_bytes(compressed[: len(compressed) - 5000])
+    else:
+        source.write_bytes(cut)
+    data = tmp_path / "data"
+    started = time.monotonic()
+    run = subprocess.run(
+        [MBO, "run", "--replay", str(source), "--until-drained", "--data-dir", str(data)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert run.returncode == 2, run.stderr
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(source) in lines[0], run.stderr
+    assert "truncated" in lines[0] or "corrupt" in lines[0]
+    assert time.monotonic() - started < 10  # process start-up included; no broker was booted
+    assert not (data / "kafka").exists()
