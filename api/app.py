@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from api.middleware import RequestMetrics
 from api.params import MAX_DEPTH, ParamError
 from api.replay_control import FileReplay, ReplayController, ReplayRefusedError
 from api.responses import error_response, json_response
-from api.routers import books, health, history, live, replay
+from api.routers import books, health, history, live, replay_control
 from api.sink_host import SinkRunner, run_sink_in_process
 from api.state import LiveState, consume_live
 from api.store import BackendUnavailableError, Store
@@ -79,11 +79,50 @@ def create_app(
     functions: the API package imports no other stage."""
     state = LiveState()
     store = Store(settings, clickhouse)
-    replay_control = ReplayController(settings, file_replay)
     token = settings.api.token.get_secret_value() if settings.api.token else None
+    app = _Api(
+        title="mbo-pipeline API",
+        version="1",
+        description="Exact limit order books rebuilt from Databento MBO data: live from Kafka, "
+        "history from ClickHouse, replay control. See docs/api.md.",
+        lifespan=_lifespan(settings, consume=consume, sink=sink),
+    )
+    app.state.settings = settings
+    app.state.token = token
+    app.state.live = state
+    app.state.store = store
+    app.state.replay_control = ReplayController(settings, file_replay)
+    app.state.sink_error = None
+    app.add_middleware(RequestMetrics)
+    origins = settings.api.cors_origin_list()
+    app.fast_path = app.state.fast_path = FastPath(
+        state, token=token, cors=bool(origins), max_depth=MAX_DEPTH
+    )
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    _add_error_handlers(app)
+    for surface in (books, history, live, replay_control, health):
+        app.include_router(surface.router)
+    _serve_ui(app, settings)
+    return app
+
+
+def _lifespan(
+    settings: Settings, *, consume: bool, sink: SinkRunner | None
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The app's background work while it serves: the live consumer (consume), the sink (sink)
+    and the heap freezing, with the GIL switch interval at SWITCH_INTERVAL_S."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state: LiveState = app.state.live
+        store: Store = app.state.store
+        control: ReplayController = app.state.replay_control
         log.info("event loop: %s", type(asyncio.get_running_loop()).__module__)
         freeze_heap()
         switch_interval = sys.getswitchinterval()
@@ -103,7 +142,7 @@ def create_app(
             yield
         finally:
             stop.set()
-            await replay_control.close()
+            await control.close()
             for task in tasks:
                 try:
                     await asyncio.wait_for(task, 30)
@@ -114,36 +153,7 @@ def create_app(
             store.close()
             sys.setswitchinterval(switch_interval)
 
-    app = _Api(
-        title="mbo-pipeline API",
-        version="1",
-        description="Exact limit order books rebuilt from Databento MBO data: live from Kafka, "
-        "history from ClickHouse, replay control. See docs/api.md.",
-        lifespan=lifespan,
-    )
-    app.state.settings = settings
-    app.state.token = token
-    app.state.live = state
-    app.state.store = store
-    app.state.replay = replay_control
-    app.state.sink_error = None
-    app.add_middleware(RequestMetrics)
-    origins = settings.api.cors_origin_list()
-    app.fast_path = app.state.fast_path = FastPath(
-        state, token=token, cors=bool(origins), max_depth=MAX_DEPTH
-    )
-    if origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type"],
-        )
-    _add_error_handlers(app)
-    for surface in (books, history, live, replay, health):
-        app.include_router(surface.router)
-    _serve_ui(app, settings)
-    return app
+    return lifespan
 
 
 def _add_error_handlers(app: FastAPI) -> None:

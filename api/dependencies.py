@@ -3,7 +3,7 @@ bearer-token check and the lookups of a book in the live state and in ClickHouse
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar, cast
 
 from fastapi import Depends, HTTPException, Request
@@ -19,10 +19,12 @@ from mbo_core.settings import Settings
 T = TypeVar("T")
 
 
-def _app_state(name: str, kind: type[T]) -> Callable[[HTTPConnection], T]:
-    """A dependency that returns app.state.<name> (HTTP requests and WebSockets alike)."""
+def _app_state(name: str, kind: type[T]) -> Callable[[HTTPConnection], Awaitable[T]]:
+    """A dependency that returns app.state.<name> (HTTP requests and WebSockets alike). A
+    coroutine function: FastAPI runs a plain function dependency in a worker thread, a
+    round trip through the thread pool on every request for an attribute read."""
 
-    def dependency(connection: HTTPConnection) -> T:
+    async def dependency(connection: HTTPConnection) -> T:
         return cast(T, getattr(connection.app.state, name))
 
     dependency.__name__ = name
@@ -31,7 +33,7 @@ def _app_state(name: str, kind: type[T]) -> Callable[[HTTPConnection], T]:
 
 Live = Annotated[LiveState, Depends(_app_state("live", LiveState))]
 History = Annotated[Store, Depends(_app_state("store", Store))]
-Replays = Annotated[ReplayController, Depends(_app_state("replay", ReplayController))]
+ReplayControl = Annotated[ReplayController, Depends(_app_state("replay_control", ReplayController))]
 AppSettings = Annotated[Settings, Depends(_app_state("settings", Settings))]
 
 

@@ -8,7 +8,7 @@ in a few microseconds and hands EVERYTHING else to FastAPI unchanged.
 
 It answers only when all of this holds, else it returns None and the request goes through the
 FastAPI route as if the fast path did not exist (so 404, 422, 401, CORS, HEAD, redirects and
-the OpenAPI schema stay exactly those of the routes in api/app.py):
+the OpenAPI schema stay exactly those of the routes in api/routers/books.py):
 
 * GET of exactly /v1/instruments/<ascii digits>/book or .../bbo, no root_path;
 * a query string that is empty or only `depth=<digits>` (book only) and `publisher_id=<digits>`,
@@ -40,7 +40,7 @@ from mbo_core.metrics import API_REQUEST_SECONDS
 PREFIX: Final = "/v1/instruments/"
 BOOK_ROUTE: Final = "/v1/instruments/{instrument_id}/book"
 BBO_ROUTE: Final = "/v1/instruments/{instrument_id}/bbo"
-#: The routes' parameter bounds and default (api.app declares its routes with these).
+#: The routes' parameter bounds and default (api.params declares the parameters with them).
 DEFAULT_DEPTH: Final = 10
 MAX_INSTRUMENT: Final = 2**32 - 1
 MAX_PUBLISHER: Final = 65535
@@ -131,7 +131,7 @@ class FastPath:
             return True
         if authorization is None:
             return False
-        # api.app's `authorized` on the bearer branch (Starlette decodes headers as latin-1).
+        # api.dependencies.authorized on the bearer branch (Starlette decodes headers as latin-1).
         given = bearer(authorization.decode("latin-1"))
         return given is not None and token_matches(given, self._token)
 

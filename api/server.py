@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import uvicorn
 
-#: The WebSocket implementation (sans-I/O websockets: flow-controlled sends, see api.live).
+#: The WebSocket implementation (sans-I/O websockets: flow-controlled sends, see api.feeds).
 WS_PROTOCOL: Final = "websockets-sansio"
 
 

@@ -4,7 +4,6 @@ process rule, as `mbo run` does it). Expected values come from `mbo book` and fr
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import subprocess
@@ -26,7 +25,6 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from api.app import create_app
-from api.sink_host import on_own_loop
 from mbo_core.prices import UNDEF_PRICE
 from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.wire import EventContext, encode_snapshots
@@ -485,34 +483,3 @@ def _openapi_paths(base: str) -> list[str]:
         schema = httpx.get(f"{base}/openapi.json").json()
         _SCHEMA_PATHS.extend(p for p, ops in schema["paths"].items() if "get" in ops)
     return _SCHEMA_PATHS
-
-
-def test_own_loop_runs_main_on_its_own_thread_until_stop() -> None:
-    seen: dict[str, Any] = {}
-
-    async def main(own_stop: asyncio.Event) -> None:
-        seen["thread"] = threading.get_ident()
-        await own_stop.wait()
-        seen["stopped"] = True
-
-    async def scenario() -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(on_own_loop(main, stop, name="own"))
-        await asyncio.sleep(0.1)
-        assert not task.done()
-        stop.set()
-        await asyncio.wait_for(task, 5)
-
-    asyncio.run(scenario())
-    assert seen["thread"] != threading.get_ident() and seen["stopped"]
-
-
-def test_own_loop_raises_the_error_of_main() -> None:
-    async def main(own_stop: asyncio.Event) -> None:
-        raise RuntimeError("the sink broke")
-
-    async def scenario() -> None:
-        await asyncio.wait_for(on_own_loop(main, asyncio.Event(), name="own"), 5)
-
-    with pytest.raises(RuntimeError, match="the sink broke"):
-        asyncio.run(scenario())

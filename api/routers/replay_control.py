@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from api.dependencies import Replays, require_token
+from api.dependencies import ReplayControl, require_token
 from api.responses import json_response
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
@@ -28,32 +28,34 @@ class ReplayRequest(BaseModel):
 
 
 @router.get("/replay", summary="Replay status")
-async def replay_status(replay: Replays) -> Response:
-    return json_response(replay.status())
+async def replay_status(control: ReplayControl) -> Response:
+    return json_response(control.status())
 
 
 @router.get("/replay/files", summary="Files the replay may use")
-async def replay_files(replay: Replays) -> Response:
-    return json_response({"directory": str(replay.directory) if replay.directory else None,
-                          "files": replay.files()})  # fmt: skip
+async def replay_files(control: ReplayControl) -> Response:
+    return json_response({"directory": str(control.directory) if control.directory else None,
+                          "files": control.files()})  # fmt: skip
 
 
 @router.post("/replay", summary="Start a replay (returns the running one's status if active)")
-async def replay_start(replay: Replays, request: Annotated[ReplayRequest, Body()]) -> Response:
-    started, status = await replay.start(request.file, request.rate, request.speed, request.loop)
+async def replay_start(
+    control: ReplayControl, request: Annotated[ReplayRequest, Body()]
+) -> Response:
+    started, status = await control.start(request.file, request.rate, request.speed, request.loop)
     return json_response(status, 202 if started else 200)
 
 
 @router.post("/replay/pause", summary="Pause the replay")
-async def replay_pause(replay: Replays) -> Response:
-    return json_response(replay.pause())
+async def replay_pause(control: ReplayControl) -> Response:
+    return json_response(control.pause())
 
 
 @router.post("/replay/resume", summary="Resume the replay")
-async def replay_resume(replay: Replays) -> Response:
-    return json_response(replay.resume())
+async def replay_resume(control: ReplayControl) -> Response:
+    return json_response(control.resume())
 
 
 @router.post("/replay/stop", summary="Stop the replay")
-async def replay_stop(replay: Replays) -> Response:
-    return json_response(await replay.stop())
+async def replay_stop(control: ReplayControl) -> Response:
+    return json_response(await control.stop())
