@@ -134,10 +134,19 @@ def log_file(settings: Settings) -> Path:
     return broker_dir(settings) / "logs" / "server.log"
 
 
+def _write_atomically(path: Path, content: str | bytes) -> None:
+    """Write under a name of this process's own, then rename: a reader (or a broker started on
+    the file) never sees half of it, and two writers never share a partial file."""
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+    if isinstance(content, str):
+        partial.write_text(content)
+    else:
+        partial.write_bytes(content)
+    partial.replace(path)
+
+
 def _write_json(path: Path, value: object) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    tmp.replace(path)  # atomic: a reader never sees half a file
+    _write_atomically(path, json.dumps(value, indent=2) + "\n")
 
 
 def _read_json(path: Path, record: Callable[..., _Record]) -> _Record | None:
@@ -444,14 +453,12 @@ def _format_from_template(settings: Settings, cluster: Cluster) -> None:
     storage = storage_dir(settings)
     storage.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(storage_template(settings), storage / _BOOTSTRAP)
-    meta = storage / "meta.properties"
-    partial = meta.with_name(f"{meta.name}.partial")
-    partial.write_text(
+    _write_atomically(
+        storage / "meta.properties",
         f"#\n#{time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())}\n"
         f"node.id={NODE_ID}\ndirectory.id={new_cluster_id()}\nversion=1\n"
-        f"cluster.id={cluster.cluster_id}\n"
+        f"cluster.id={cluster.cluster_id}\n",
     )
-    partial.replace(meta)
     log.info("formatted Kafka storage in %s (cluster %s)", storage, cluster.cluster_id)
 
 
@@ -605,9 +612,7 @@ def build_class_archive(settings: Settings) -> Path:
     with tempfile.TemporaryDirectory(prefix="mbo-class-archive-") as scratch:
         scratch_settings = settings.model_copy(update={"data_dir": Path(scratch)})
         cluster = _prepare(scratch_settings, new_ports=True)
-        template_partial = template.with_name(f"{template.name}.{os.getpid()}.partial")
-        shutil.copyfile(storage_dir(scratch_settings) / _BOOTSTRAP, template_partial)
-        template_partial.replace(template)
+        _write_atomically(template, (storage_dir(scratch_settings) / _BOOTSTRAP).read_bytes())
         stdout_path = broker_dir(scratch_settings) / "logs" / "stdout.log"
         with stdout_path.open("ab") as out:
             process = _spawn(scratch_settings, out, detach=False, write_archive=partial)
