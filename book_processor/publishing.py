@@ -34,7 +34,6 @@ from mbo_core.records import take_records
 from mbo_core.wire import Encoded, EventContext, decode_records, encode_bbo, encode_snapshots
 from mbo_core.wire.layouts import EXT_CONSOLIDATED, EXT_FINAL
 
-UNDEF = UNDEF_PRICE
 Bbo = tuple[int, int, int, int, int, int]  # bid price, size, count, ask price, size, count
 
 
@@ -89,7 +88,7 @@ class _Snapshots:
         depth = self.depth
         for side, levels in enumerate((view.bids, view.asks)):
             block = row[S.LEVELS + side * 3 * depth : S.LEVELS + (side + 1) * 3 * depth]
-            block[:] = np.tile([UNDEF, 0, 0], depth)
+            block[:] = np.tile([UNDEF_PRICE, 0, 0], depth)
             block[: 3 * len(levels)] = levels[:depth].reshape(-1)
 
     def encode(self, context: EventContext) -> Encoded | None:
@@ -372,10 +371,10 @@ def _instrument_of(key: bytes | None, records: np.ndarray) -> int:
 def _merge_bbo(bbos: Iterable[Bbo]) -> Bbo:
     """The consolidated best levels of several publishers' best levels."""
     bbos = list(bbos)
-    bids = [b for b in bbos if b[0] != UNDEF]
-    asks = [b for b in bbos if b[3] != UNDEF]
-    bid = max((b[0] for b in bids), default=UNDEF)
-    ask = min((b[3] for b in asks), default=UNDEF)
+    bids = [b for b in bbos if b[0] != UNDEF_PRICE]
+    asks = [b for b in bbos if b[3] != UNDEF_PRICE]
+    bid = max((b[0] for b in bids), default=UNDEF_PRICE)
+    ask = min((b[3] for b in asks), default=UNDEF_PRICE)
     return (
         bid,
         sum(b[1] for b in bids if b[0] == bid),

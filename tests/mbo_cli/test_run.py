@@ -435,14 +435,13 @@ def test_a_truncated_file_fails_in_one_line_before_anything_starts(
     import zstandard  # noqa: PLC0415
 
     whole = CLX5.read_bytes()
-    cut = whole[: len(whole) - 1000 - 13]  # mid-record, far from the end
     source = tmp_path / f"cut{suffix}"
     if suffix == ".dbn.zst":
         # The frame is cut too: what a download that stopped early leaves.
         compressed = zstandard.ZstdCompressor().compress(whole)
         source.write_bytes(compressed[: len(compressed) - 5000])
     else:
-        source.write_bytes(cut)
+        source.write_bytes(whole[: len(whole) - 1000 - 13])  # mid-record, far from the end
     data = tmp_path / "data"
     started = time.monotonic()
     run = subprocess.run(
