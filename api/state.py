@@ -40,7 +40,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 
 from mbo_core.errors import MboError
-from mbo_core.metrics import MESSAGES_IN
+from mbo_core.metrics import MESSAGES_IN, MESSAGES_REJECTED
 from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.schemas import BookJson
 from mbo_core.settings import Settings
@@ -48,6 +48,7 @@ from mbo_core.wire import (
     BBO_SCHEMA,
     SNAPSHOTS_SCHEMA,
     EventMessage,
+    MalformedMessage,
     bbo_json,
     book_json,
     decode_bbo,
@@ -280,15 +281,16 @@ class LiveState:
                 info.consolidated = True
         return entry
 
-    def apply(self, value: bytes | None, headers: Headers | None) -> None:
-        """Fold one bbo or snapshots message in; ValueError if it is neither."""
+    def apply(self, value: bytes | None, headers: Headers | None, key: bytes | None = None) -> None:
+        """Fold one bbo or snapshots message in (keyed by `key`, when given); MalformedMessage
+        if it is neither, changing nothing."""
         schema = header_map(headers).get(H_SCHEMA)
         if schema == SNAPSHOTS_SCHEMA.encode():
-            message, snapshot = decode_snapshots(value, headers), True
+            message, snapshot = decode_snapshots(value, headers, key), True
         elif schema == BBO_SCHEMA.encode():
-            message, snapshot = decode_bbo(value, headers), False
+            message, snapshot = decode_bbo(value, headers, key), False
         else:
-            raise ValueError(f"unknown {H_SCHEMA} {schema!r}")
+            raise MalformedMessage("schema", f"unknown {H_SCHEMA} {schema!r}")
         touched = self._apply_rows(message, snapshot=snapshot)
         self.messages += 1
         if touched:
@@ -440,14 +442,19 @@ async def _apply_all(state: LiveState, records: list[ConsumerRecord[bytes, bytes
             continue
         if record.value is not None:
             try:
-                state.apply(record.value, record.headers)
+                state.apply(record.value, record.headers, record.key)
             except (ValueError, KeyError, TypeError, IndexError) as exc:
+                # Skipped, not dead-lettered: the sink, which reads these topics in a group and
+                # commits, copies them there once; this view re-reads them at every start.
+                reason = exc.reason if isinstance(exc, MalformedMessage) else "other"
                 state.rejected += 1
+                MESSAGES_REJECTED.labels(STAGE, record.topic, reason).inc()
                 log.warning(
-                    "skipping malformed message %s[%d]@%d: %s",
+                    "skipping malformed message %s[%d]@%d: %s: %s",
                     record.topic,
                     record.partition,
                     record.offset,
+                    reason,
                     exc,
                 )
         if time.perf_counter() > slice_end:

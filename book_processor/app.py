@@ -14,6 +14,13 @@ partition's books that this machine wrote (book_processor.checkpoint). Since a p
 output depends only on its input, the messages published after the rebuild are exactly those an
 uninterrupted worker would have published; messages redelivered after a crash are published
 again, byte-identical, and the sink's keys make them collapse.
+
+A records message that breaks the format (mbo_core.wire.MalformedMessage: bad length, rtype,
+action or side code, a key that is not the instrument of its records, an unknown schema version)
+changes no book and publishes nothing: the agent copies it to the dead-letter topic
+(mbo_core/wire/dead_letter.py), counts it in `mbo_messages_rejected_total`, logs it once and
+goes on; a rebuild meets it again and skips it alike (the decision depends on the message
+alone).
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ from mbo_core.heap import FREEZE_EVERY_S, HeapSchedule
 from mbo_core.kafka.clients import faust_app_kwargs, make_consumer
 from mbo_core.latency_log import LatencyLog
 from mbo_core.settings import Settings
-from mbo_core.wire import H_PROCESSED_NS, instrument_key
+from mbo_core.wire import H_PROCESSED_NS, MalformedMessage, instrument_key
+from mbo_core.wire.dead_letter import dead_letter_headers, refusal
 
 log = logging.getLogger("book_processor")
 
@@ -307,6 +315,7 @@ def create_app(settings: Settings) -> faust.App:
                                                      topics.records.name))  # fmt: skip
     stage_metrics = _StageMetrics(topics.records.name, topics.bbo.name, topics.snapshots.name)
     partitions = _Partitions(app.producer)
+    dead_letters = _DeadLetters(app.producer, topics.dead_letter.name)
     log_dir = settings.pipeline.latency_log_dir
     latencies = LatencyLog(log_dir) if log_dir is not None else None
 
@@ -320,6 +329,10 @@ def create_app(settings: Settings) -> faust.App:
             out = publisher.process(message.offset, message.key, message.value, headers)
             metrics.BOOK_APPLY_SECONDS.observe(time.perf_counter() - started)
             books.after_message(publisher, message.key, message.value, headers)
+            books.messages += 1
+            if out.rejected is not None:
+                await dead_letters.send(message, headers, out.rejected)
+                continue
             await _send(
                 app.producer,
                 partitions,
@@ -330,7 +343,6 @@ def create_app(settings: Settings) -> faust.App:
                 stage_metrics,
                 latencies,
             )
-            books.messages += 1
             if books.messages % _QUALITY_EVERY_MESSAGES == 0 or out.end_of_stream:
                 _export_quality(publisher, out.instrument_id)
 
@@ -372,6 +384,28 @@ def warm_up() -> None:
 def _headers(message: Any) -> list[tuple[str, bytes]]:
     headers = message.headers or []
     return list(headers.items()) if isinstance(headers, dict) else list(headers)
+
+
+class _DeadLetters:
+    """Copies the records messages the publishers refused to the dead-letter topic
+    (mbo_core/wire/dead_letter.py). Like the outputs, the copy is handed to the producer's
+    batch: Faust flushes the producer before it commits the message's offset."""
+
+    def __init__(self, producer: Any, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def send(
+        self, message: Any, headers: list[tuple[str, bytes]], error: MalformedMessage
+    ) -> None:
+        letter = refusal(STAGE, message.topic, message.partition, message.offset,
+                         message.key, error)  # fmt: skip
+        log.warning(letter.line())
+        metrics.MESSAGES_REJECTED.labels(STAGE, message.topic, error.reason).inc()
+        await self._producer.send(
+            self._topic, message.key, message.value, None, None,
+            dead_letter_headers(headers, letter),
+        )  # fmt: skip
 
 
 class _Partitions:

@@ -31,7 +31,15 @@ from mbo_core.book.events import EventGate
 from mbo_core.book.rows import SnapshotColumns as S
 from mbo_core.book.rows import TapColumns as T
 from mbo_core.records import take_records
-from mbo_core.wire import Encoded, EventContext, decode_records, encode_bbo, encode_snapshots
+from mbo_core.wire import (
+    Encoded,
+    EventContext,
+    MalformedMessage,
+    decode_records,
+    encode_bbo,
+    encode_snapshots,
+    key_instrument,
+)
 from mbo_core.wire.layouts import EXT_CONSOLIDATED, EXT_FINAL
 
 Bbo = tuple[int, int, int, int, int, int]  # bid price, size, count, ask price, size, count
@@ -49,6 +57,8 @@ class Published:
     snapshots: Encoded | None = None  # the snapshots message, None when no snapshot was due
     snapshot_count: int = 0
     end_of_stream: bool = False
+    #: Why the message was refused (nothing applied, nothing published), None if it was not.
+    rejected: MalformedMessage | None = None
 
 
 class _Snapshots:
@@ -148,12 +158,17 @@ class BookPublisher:
         value: bytes | None,
         headers: Iterable[tuple[str, bytes]] | None,
     ) -> Published:
-        """Apply one records message at `offset`; ValueError if it is not a records message."""
-        message = decode_records(value, headers)
-        instrument_id = _instrument_of(key, message.records)
+        """Apply one records message at `offset`. A malformed one (mbo_core.wire) changes no book
+        and is returned with `rejected` set: the same decision wherever and whenever the
+        message is met, so a rebuild skips exactly what the live worker dead-lettered."""
+        self.next_offset = offset + 1
+        try:
+            message = decode_records(value, headers, key)
+            instrument_id = _instrument_of(key, message.records)
+        except MalformedMessage as exc:
+            return Published(instrument_id=_key_or_zero(key), records=0, events=0, rejected=exc)
         if message.symbol:
             self.symbols[instrument_id] = message.symbol
-        self.next_offset = offset + 1
         context = EventContext(
             instrument_id=instrument_id,
             symbol=self.symbols.get(instrument_id),
@@ -361,11 +376,19 @@ class BookPublisher:
 
 
 def _instrument_of(key: bytes | None, records: np.ndarray) -> int:
-    if key:
-        return int(key)
+    keyed = key_instrument(key)
+    if keyed is not None:
+        return keyed
     if len(records):
         return int(records["instrument_id"][0])
-    raise ValueError("records message without key or records: instrument unknown")
+    raise MalformedMessage("key", "records message without key or records: instrument unknown")
+
+
+def _key_or_zero(key: bytes | None) -> int:
+    try:
+        return key_instrument(key) or 0
+    except MalformedMessage:
+        return 0
 
 
 def _merge_bbo(bbos: Iterable[Bbo]) -> Bbo:

@@ -51,7 +51,8 @@ def _provision(settings: Settings) -> None:
     created = set(asyncio.run(ensure_topics(settings)))
     for spec in topic_specs(settings):
         verb = "created" if spec.name in created else "exists"
-        _say(f"  topic {spec.name}: {spec.partitions} partitions, {verb}")
+        plural = "s" if spec.partitions != 1 else ""
+        _say(f"  topic {spec.name}: {spec.partitions} partition{plural}, {verb}")
 
     client = clickhouse.connect(settings)
     try:

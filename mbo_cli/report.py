@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from mbo_core.kafka.dead_letters import read_dead_letters
 from mbo_core.latency_log import read_stamps, run_latency_dir
 from mbo_core.settings import Settings
 from mbo_core.storage.clickhouse import connect
@@ -27,6 +29,7 @@ def build_report(
 ) -> dict[str, Any]:
     producer = _producer_summary(run_dir)
     rows, events = _clickhouse_counts(settings)
+    dead_letters = asyncio.run(read_dead_letters(settings)).summary()
     event_latency = _event_latencies(run_dir)
     # From the first record sent (start-up of the processes is not the pipeline's throughput).
     first_sent = producer.get("first_sent_ns")
@@ -45,6 +48,8 @@ def build_report(
             "send_to_clickhouse": _histogram_quantiles(sink_metrics, stage="sink"),
         },
         "restarts": restarts,
+        # Malformed messages the consumers refused (their good neighbours are all in the rows).
+        "dead_letters": dead_letters,
     }
 
 

@@ -134,6 +134,7 @@ def run(
             _serve_until_stopped(supervisor, stop)
             return
         figures = _drain_and_report(supervisor, settings, ports, stop, timeout)
+        _say_dead_letters(figures["dead_letters"], settings.topics.dead_letter.name)
     text = json.dumps(figures, indent=1)
     if report is not None:
         report.write_text(text + "\n")
@@ -182,6 +183,18 @@ def _drain_and_report(
         sink_metrics=sink_metrics,
         restarts=supervisor.restarts(),
     )
+
+
+def _say_dead_letters(dead_letters: dict[str, Any], topic: str) -> None:
+    """One line on stderr when consumers refused messages: the run drained, but not all of its
+    topics' messages are in ClickHouse."""
+    if dead_letters["messages"]:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in dead_letters["by_reason"].items())
+        print(
+            f"mbo run: {dead_letters['messages']} malformed messages refused ({reasons}) and "
+            f"copied to {topic}; the report's dead_letters says by whom (docs/faults.md)",
+            file=sys.stderr,
+        )
 
 
 def _clear_earlier_run(settings: Any) -> None:

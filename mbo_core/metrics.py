@@ -77,7 +77,10 @@ API_LIVE_MESSAGES = Counter(
     "mbo_api_live_messages_total", "Live-feed messages sent to clients.", ["kind"]
 )
 MESSAGES_REJECTED = Counter(
-    "mbo_messages_rejected_total", "Malformed Kafka messages skipped.", ["stage", "topic"]
+    "mbo_messages_rejected_total",
+    "Malformed Kafka messages refused (dead-lettered by the processor and sink, skipped by the "
+    "API's live view), by reason (mbo_core.wire.MalformedMessage.REASONS).",
+    ["stage", "topic", "reason"],
 )
 
 ALL_METRIC_NAMES = (

@@ -283,6 +283,25 @@ class SnapshotsTopicSettings(TopicSettings):
     )
 
 
+class DeadLetterTopicSettings(TopicSettings):
+    name: str = Field(
+        default="mbo.dead-letter",
+        description="Messages a consumer refused as malformed, whole, with headers saying where "
+        "they came from and why (docs/faults.md).",
+    )
+    partitions: int = Field(
+        default=1,
+        ge=1,
+        le=10_000,
+        description="Partition count; one is plenty: dead letters are rare and read by people.",
+    )
+    retention_ms: int = Field(
+        default=30 * _DAY_MS,
+        ge=-1,
+        description="Kept 30 days, long enough to find out what sent them.",
+    )
+
+
 class TopicsSettings(_Group):
     """Every topic of the pipeline; mbo_core.kafka.topics creates them from here."""
 
@@ -294,6 +313,10 @@ class TopicsSettings(_Group):
     )
     snapshots: SnapshotsTopicSettings = Field(
         default_factory=SnapshotsTopicSettings, description="The depth snapshots topic."
+    )
+    dead_letter: DeadLetterTopicSettings = Field(
+        default_factory=DeadLetterTopicSettings,
+        description="Where consumers put the messages they refuse as malformed.",
     )
     replication_factor: int = Field(
         default=1,

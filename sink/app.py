@@ -9,8 +9,9 @@ twice: every row's key is its source position, ReplacingMergeTree collapses the 
 exact reads use FINAL.
 
 * A partition's topic maps to one table, so the batch of a table owns the uncommitted offsets
-  of its partitions; messages without rows (end-of-stream markers, refused malformed messages)
-  are committed with the next insert of their table.
+  of its partitions; messages without rows (end-of-stream markers, malformed messages, which
+  are copied to the dead-letter topic first: mbo_core/wire/dead_letter.py) are committed with
+  the next insert of their table.
 * One insert is in flight at a time, in a worker thread (the ClickHouse client is
   synchronous): the next batch is consumed and decoded meanwhile, and commits keep insert order.
 * An insert that fails for a transient reason (connection, server overload) drops the batch
@@ -31,7 +32,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
+from aiokafka import (
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    ConsumerRebalanceListener,
+    ConsumerRecord,
+    TopicPartition,
+)
 from aiokafka.errors import IllegalStateError, KafkaError
 from clickhouse_connect.driver.client import Client
 
@@ -47,7 +54,9 @@ from mbo_core.metrics import (
 )
 from mbo_core.settings import Settings
 from mbo_core.storage.clickhouse import apply_schema, connect
-from sink.decode import TABLES, Decoded, DecodeError, EventRows, Kind, RecordChunk, decode_message
+from mbo_core.wire import MalformedMessage
+from mbo_core.wire.dead_letter import dead_letter_headers, refusal
+from sink.decode import TABLES, Decoded, EventRows, Kind, RecordChunk, decode_message
 from sink.writer import InsertError, InsertResult, check_tables, insert_events, insert_records
 
 log = logging.getLogger(__name__)
@@ -68,7 +77,7 @@ class SinkSummary:
     """What one run_sink call did."""
 
     messages: int = 0
-    skipped: int = 0  # malformed messages refused (logged) and committed past
+    dead_lettered: int = 0  # malformed messages copied to the dead-letter topic, committed past
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES.values(), 0))
     inserts: int = 0
     commits: int = 0
@@ -89,8 +98,9 @@ class SinkSummary:
             f"sink: {self.messages:,} messages, {self.records:,} MBO records, "
             f"{self.rows[TABLES[Kind.BBO]]:,} BBO rows, "
             f"{self.rows[TABLES[Kind.SNAPSHOT]]:,} snapshots in {self.inserts:,} inserts "
-            f"({self.records_per_s:,.0f} records/s while busy), {self.skipped:,} malformed "
-            f"messages skipped, {self.insert_failures:,} insert retries, {self.seconds:.1f} s"
+            f"({self.records_per_s:,.0f} records/s while busy), {self.dead_lettered:,} malformed "
+            f"messages dead-lettered, {self.insert_failures:,} insert retries, "
+            f"{self.seconds:.1f} s"
         )
 
 
@@ -135,6 +145,39 @@ class _Batch:
         return kept
 
 
+class DeadLetters:
+    """Copies refused messages to the dead-letter topic (mbo_core/wire/dead_letter.py) and
+    waits for the broker's ack. Its producer starts on the first one: most runs have none."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.topic = settings.topics.dead_letter.name
+        self._producer: AIOKafkaProducer | None = None
+
+    async def send(self, message: ConsumerRecord, error: MalformedMessage) -> None:
+        letter = refusal(STAGE, message.topic, message.partition, message.offset,
+                         message.key, error)  # fmt: skip
+        log.warning(letter.line())
+        MESSAGES_REJECTED.labels(STAGE, message.topic, error.reason).inc()
+        if self._producer is None:
+            from mbo_core.kafka.clients import make_producer  # noqa: PLC0415
+
+            producer = make_producer(self.settings, "sink-dead-letter")
+            await producer.start()
+            self._producer = producer
+        await self._producer.send_and_wait(
+            self.topic,
+            message.value,
+            key=message.key,
+            headers=dead_letter_headers(message.headers, letter),
+        )
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+
 def _insert(client: Client, batch: _Batch) -> InsertResult:
     decoded = [part for _, part in batch.parts]
     if batch.kind is Kind.RECORDS:
@@ -149,9 +192,11 @@ class _Sink:
         client: Client,
         consumer: AIOKafkaConsumer,
         on_flush: Callable[[SinkSummary], None] | None,
+        dead_letters: DeadLetters,
     ) -> None:
         self.client = client
         self.consumer = consumer
+        self.dead_letters = dead_letters
         topics = settings.topics
         self.kinds = {
             topics.records.name: Kind.RECORDS,
@@ -195,7 +240,7 @@ class _Sink:
             for message in messages:
                 if tp in self.rewound:
                     break
-                self.add(kind, tp, message, now)
+                await self.add(kind, tp, message, now)
                 taken.append(message)
                 if self.batches[kind].rows >= self.max_rows:
                     async with self.lock:
@@ -206,22 +251,19 @@ class _Sink:
             if stop.is_set() or epoch != self.epoch:
                 return
 
-    def add(self, kind: Kind, tp: TopicPartition, message: ConsumerRecord, now: float) -> None:
+    async def add(
+        self, kind: Kind, tp: TopicPartition, message: ConsumerRecord, now: float
+    ) -> None:
         offset: int = message.offset
         try:
-            decoded = decode_message(kind, tp.partition, offset, message.value, message.headers)
-        except DecodeError as exc:
-            # Retrying cannot fix a malformed message: log it and move past it.
-            self.summary.skipped += 1
-            MESSAGES_REJECTED.labels(STAGE, tp.topic).inc()
-            log.error(
-                "skipping malformed message %s[%d]@%d: %s",
-                tp.topic,
-                tp.partition,
-                offset,
-                exc,
-                extra={"topic": tp.topic, "partition": tp.partition, "offset": offset},
+            decoded = decode_message(
+                kind, tp.partition, offset, message.value, message.headers, message.key
             )
+        except MalformedMessage as exc:
+            # Retrying cannot fix a malformed message: it goes to the dead-letter topic whole
+            # (acked before its offset can be committed) and the stream goes on.
+            await self.dead_letters.send(message, exc)
+            self.summary.dead_lettered += 1
             decoded = None
         if isinstance(decoded, RecordChunk):
             RECORDS_IN.labels(stage=STAGE).inc(decoded.rows)
@@ -471,7 +513,8 @@ async def _consume(
     consumer = make_consumer(
         settings, STAGE, group_id=settings.kafka.sink_group_id, **consumer_overrides(settings)
     )
-    sink = _Sink(settings, client, consumer, on_flush)
+    dead_letters = DeadLetters(settings)
+    sink = _Sink(settings, client, consumer, on_flush, dead_letters)
     consumer.subscribe(names, listener=_Listener(sink))
     try:
         await consumer.start()
@@ -514,4 +557,5 @@ async def _consume(
             with contextlib.suppress(Exception):
                 await sink.inflight
         await consumer.stop()
+        await dead_letters.stop()
     return sink.summary

@@ -241,6 +241,7 @@ def infra_settings(
             "records": {"name": f"{unique_prefix}.records"},
             "bbo": {"name": f"{unique_prefix}.bbo"},
             "snapshots": {"name": f"{unique_prefix}.snapshots"},
+            "dead_letter": {"name": f"{unique_prefix}.dead-letter"},
         },
         clickhouse={
             "url": clickhouse_backend.url,

@@ -13,6 +13,7 @@ checkpoint (book_processor.checkpoint).
 | mbo.records          | instrument id | chunk of whole events, raw DBN records  | forever   |
 | mbo.bbo              | instrument id | top-of-book event                       | 7 days    |
 | mbo.snapshots        | instrument id | depth-N book snapshot                   | 30 days   |
+| mbo.dead-letter      | original key  | a refused message, whole (headers: why) | 30 days   |
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ def topic_specs(settings: Settings) -> tuple[TopicSpec, ...]:
         _spec(topics.records, "records", replication),
         _spec(topics.bbo, "bbo", replication),
         _spec(topics.snapshots, "snapshots", replication),
+        _spec(topics.dead_letter, "dead_letter", replication),
     )
 
 

@@ -14,13 +14,16 @@ message and a 72-byte `ext` row per record (mbo_core/wire/envelope.py, layouts.p
 int64 in 1e-9 units on the wire, UNDEF_PRICE (2^63-1) for none. Every message is keyed by the
 instrument id in ASCII (`instrument_key`), so one instrument stays in one partition, in order.
 
+A message that breaks its format raises `MalformedMessage` (with a short `reason`) when decoded,
+before anyone acts on it: consumers dead-letter it whole (docs/faults.md).
+
 Versions: `dbn-version: 3` for the DBN layouts, `ext-schema: mbo.ext/1` for the ext rows and the
 event headers; a reader refuses a version it does not know.
 """
 
 from mbo_core.wire.bbo import BBO_SCHEMA, bbo_json, decode_bbo, encode_bbo
 from mbo_core.wire.envelope import Encoded, EventContext, EventMessage
-from mbo_core.wire.headers import H_PROCESSED_NS, instrument_key
+from mbo_core.wire.headers import H_PROCESSED_NS, MalformedMessage, instrument_key, key_instrument
 from mbo_core.wire.records import (
     RECORDS_SCHEMA,
     RecordsMessage,
@@ -38,6 +41,7 @@ __all__ = [
     "Encoded",
     "EventContext",
     "EventMessage",
+    "MalformedMessage",
     "RecordsMessage",
     "bbo_json",
     "book_json",
@@ -48,5 +52,6 @@ __all__ = [
     "encode_snapshots",
     "end_of_stream_headers",
     "instrument_key",
+    "key_instrument",
     "records_headers",
 ]

@@ -79,9 +79,11 @@ def encode_bbo(
     return encode_events(BBO_SCHEMA, context, 1, out, ext)
 
 
-def decode_bbo(value: bytes | None, headers: Iterable[tuple[str, bytes]] | None) -> EventMessage:
-    """A bbo message; ValueError if it is not one."""
-    return decode_events(BBO_SCHEMA, MBP1_DTYPE, RTYPE_MBP_1, value, headers)
+def decode_bbo(
+    value: bytes | None, headers: Iterable[tuple[str, bytes]] | None, key: bytes | None = None
+) -> EventMessage:
+    """A bbo message (with `key`, keyed by its instrument); MalformedMessage if not one."""
+    return decode_events(BBO_SCHEMA, MBP1_DTYPE, RTYPE_MBP_1, value, headers, key)
 
 
 def _side(price: int, size: int, count: int) -> dict[str, Any] | None:

@@ -40,9 +40,11 @@ from mbo_core.wire.headers import (
     H_SOURCE_OFFSET,
     H_SOURCE_PARTITION,
     H_SYMBOL,
+    MalformedMessage,
     check_dbn_version,
     header_int_in,
     header_map,
+    key_instrument,
 )
 from mbo_core.wire.layouts import (
     EXT_CONSOLIDATED,
@@ -160,29 +162,37 @@ def decode_events(
     rtype: int,
     value: bytes | None,
     headers: Iterable[tuple[str, bytes]] | None,
+    key: bytes | None = None,
 ) -> EventMessage:
-    """A message of `schema`; ValueError saying what is wrong if it is not one."""
+    """A message of `schema` (with `key`, one keyed by its instrument); MalformedMessage saying
+    what is wrong if it is not one."""
     h = header_map(headers)
     found = h.get(H_SCHEMA)
     if found != schema.encode():
-        raise ValueError(f"not a {schema} message: {H_SCHEMA}={found!r}")
+        raise MalformedMessage("schema", f"not a {schema} message: {H_SCHEMA}={found!r}")
     check_dbn_version(h)
     ext_schema = h.get(H_EXT_SCHEMA)
     if ext_schema != EXT_SCHEMA.encode():
-        raise ValueError(f"unknown {H_EXT_SCHEMA} {ext_schema!r} (this reader knows {EXT_SCHEMA})")
+        raise MalformedMessage(
+            "version", f"unknown {H_EXT_SCHEMA} {ext_schema!r} (this reader knows {EXT_SCHEMA})"
+        )
     body = value or b""
     if len(body) % dtype.itemsize:
-        raise ValueError(
-            f"{schema} value of {len(body)} bytes: not whole {dtype.itemsize}-byte records"
+        raise MalformedMessage(
+            "length",
+            f"{schema} value of {len(body)} bytes: not whole {dtype.itemsize}-byte records",
         )
     records = np.frombuffer(body, dtype=dtype)
     ext_bytes = h.get(H_EXT, b"")
     if len(ext_bytes) != len(records) * EXT_DTYPE.itemsize:
-        raise ValueError(
-            f"{len(records)} records but {len(ext_bytes)} bytes of {H_EXT} (72 per record)"
+        raise MalformedMessage(
+            "header",
+            f"{len(records)} records but {len(ext_bytes)} bytes of {H_EXT} (72 per record)",
         )
     if len(records) and not (records["rtype"] == rtype).all():
-        raise ValueError(f"{schema} value with records of rtype other than {rtype:#04x}")
+        raise MalformedMessage(
+            "rtype", f"{schema} value with records of rtype other than {rtype:#04x}"
+        )
     # Ranges of the columns these go to (UInt32 instrument, UInt16 partition, UInt64 offset).
     context = EventContext(
         instrument_id=header_int_in(h, H_INSTRUMENT_ID, 0, 1 << 32),
@@ -191,8 +201,13 @@ def decode_events(
         source_offset=header_int_in(h, H_SOURCE_OFFSET, 0, 1 << 63),
         sent_ns=header_int_in(h, H_SENT_NS, 0, 1 << 63),
     )
+    keyed = key_instrument(key)
+    if keyed is not None and keyed != context.instrument_id:
+        raise MalformedMessage("key", f"key {key!r} but {H_INSTRUMENT_ID} {context.instrument_id}")
     if len(records) and not (records["instrument_id"] == context.instrument_id).all():
-        raise ValueError(f"{schema} records of instruments other than {context.instrument_id}")
+        raise MalformedMessage(
+            "key", f"{schema} records of instruments other than {context.instrument_id}"
+        )
     return EventMessage(
         schema=schema,
         context=context,

@@ -27,6 +27,19 @@ DBN_VERSION = 3
 DBN_VERSIONS_READ = (b"1", b"2", b"3")
 
 
+class MalformedMessage(ValueError):  # noqa: N818 (a message, not an error of ours)
+    """A message that does not follow its topic's format: consumers dead-letter it, never act
+    on it (docs/faults.md). `reason` is a short fixed label (metrics, dead-letter header); the
+    text says what exactly is wrong."""
+
+    REASONS = ("schema", "version", "length", "header", "rtype", "action", "side", "key", "count")
+
+    def __init__(self, reason: str, detail: str) -> None:
+        assert reason in self.REASONS, reason
+        super().__init__(detail)
+        self.reason = reason
+
+
 def instrument_key(instrument_id: int) -> bytes:
     """Every message's key: the instrument id in ASCII decimal (one instrument, one partition)."""
     return str(instrument_id).encode()
@@ -36,24 +49,37 @@ def header_map(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, bytes]:
     return dict(headers or ())
 
 
+def key_instrument(key: bytes | None) -> int | None:
+    """The instrument id a message key names; None for no key; MalformedMessage for a key that
+    is not an instrument id (ASCII decimal, below 2^32)."""
+    if key is None:
+        return None
+    if not key.isdigit() or len(key) > 10 or int(key) >= 1 << 32:
+        raise MalformedMessage("key", f"key {key[:40]!r} is not an instrument id")
+    return int(key)
+
+
 def header_int(headers: dict[str, bytes], name: str) -> int:
-    """An ASCII integer header; ValueError naming the header if it is missing or not one."""
+    """An ASCII integer header; MalformedMessage naming the header if missing or not one."""
     value = headers.get(name)
     if value is None or not value.lstrip(b"-").isdigit():
-        raise ValueError(f"header {name} missing or not an integer: {value!r}")
+        raise MalformedMessage("header", f"header {name} missing or not an integer: {value!r}")
     return int(value)
 
 
 def check_dbn_version(headers: dict[str, bytes]) -> None:
-    """ValueError if the message declares a DBN version whose layouts differ from v1-v3's."""
+    """MalformedMessage if the message declares a DBN version whose layouts differ from
+    v1-v3's."""
     version = headers.get(H_DBN_VERSION)
     if version is not None and version not in DBN_VERSIONS_READ:
-        raise ValueError(f"{H_DBN_VERSION} {version!r}: this reader knows DBN versions 1-3")
+        raise MalformedMessage(
+            "version", f"{H_DBN_VERSION} {version!r}: this reader knows DBN versions 1-3"
+        )
 
 
 def header_int_in(headers: dict[str, bytes], name: str, low: int, high: int) -> int:
-    """header_int within [low, high); ValueError naming the header otherwise."""
+    """header_int within [low, high); MalformedMessage naming the header otherwise."""
     value = header_int(headers, name)
     if not low <= value < high:
-        raise ValueError(f"header {name}={value} outside [{low}, {high})")
+        raise MalformedMessage("header", f"header {name}={value} outside [{low}, {high})")
     return value

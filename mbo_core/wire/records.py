@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mbo_core.records import MBO_DTYPE
+from mbo_core.records import MBO_DTYPE, MBO_LENGTH_WORDS, RTYPE_MBO
 from mbo_core.wire.headers import (
     DBN_VERSION,
     H_DATASET,
@@ -33,8 +33,10 @@ from mbo_core.wire.headers import (
     H_SENT_NS,
     H_SYMBOL,
     H_UNTERMINATED_TAIL,
+    MalformedMessage,
     check_dbn_version,
     header_map,
+    key_instrument,
 )
 
 RECORDS_SCHEMA = "dbn.mbo"
@@ -86,23 +88,105 @@ class RecordsMessage:
     unterminated_tail: bool = False
 
 
+#: The action and side codes of DBN MBO records (docs: book-rules.md, "The record").
+ACTIONS = b"ACFMNRT"
+SIDES = b"ABN"
+
+
+def _lookup(codes: bytes) -> np.ndarray:
+    table = np.zeros(256, dtype=bool)
+    table[list(codes)] = True
+    return table
+
+
+_VALID_ACTION = _lookup(ACTIONS)
+_VALID_SIDE = _lookup(SIDES)
+
+
 def decode_records(
-    value: bytes | None, headers: Iterable[tuple[str, bytes]] | None
+    value: bytes | None,
+    headers: Iterable[tuple[str, bytes]] | None,
+    key: bytes | None = None,
 ) -> RecordsMessage:
-    """A records message; ValueError if it is not one (wrong schema header or length)."""
+    """A records message, checked whole before anyone acts on it; MalformedMessage saying what
+    is wrong if it is not one: schema or DBN version headers, a length that is not whole
+    56-byte records, a record that is not a plain MBO record (rtype, length field), an action or
+    side code outside DBN's, a `records` header that disagrees, or a key (when given) that is
+    not the instrument of every record. One bad record makes the whole message bad: consumers
+    dead-letter it whole rather than act on part of it."""
     h = header_map(headers)
     schema = h.get(H_SCHEMA)
     if schema is not None and schema != RECORDS_SCHEMA.encode():
-        raise ValueError(f"not a records message: {H_SCHEMA}={schema!r}")
+        raise MalformedMessage("schema", f"not a records message: {H_SCHEMA}={schema[:40]!r}")
     check_dbn_version(h)
     body = value or b""
     if len(body) % MBO_DTYPE.itemsize:
-        raise ValueError(f"records message of {len(body)} bytes: not whole 56-byte MBO records")
-    symbol = h.get(H_SYMBOL, b"").decode() or None
+        raise MalformedMessage(
+            "length", f"records message of {len(body)} bytes: not whole 56-byte MBO records"
+        )
+    records = np.frombuffer(body, dtype=MBO_DTYPE)
+    instrument = key_instrument(key)
+    end_of_stream = h.get(H_END_OF_STREAM) == b"1"
+    if end_of_stream and len(records):
+        raise MalformedMessage("length", f"end-of-stream marker with {len(records)} records")
+    declared = h.get(H_RECORDS)
+    if declared is not None and (not declared.isdigit() or int(declared) != len(records)):
+        raise MalformedMessage(
+            "count",
+            f"header {H_RECORDS}={declared[:20].decode(errors='replace')} "
+            f"but {len(records)} records",
+        )
+    if len(records):
+        _check_records(records, instrument)
+    try:
+        symbol = h.get(H_SYMBOL, b"").decode() or None
+        sent_ns = int(h.get(H_SENT_NS, b"0") or 0)
+    except ValueError as exc:  # not UTF-8, not an integer
+        raise MalformedMessage("header", f"header {H_SYMBOL} or {H_SENT_NS}: {exc}") from None
     return RecordsMessage(
-        records=np.frombuffer(body, dtype=MBO_DTYPE),
-        sent_ns=int(h.get(H_SENT_NS, b"0") or 0),
+        records=records,
+        sent_ns=sent_ns,
         symbol=symbol,
-        end_of_stream=h.get(H_END_OF_STREAM) == b"1",
+        end_of_stream=end_of_stream,
         unterminated_tail=h.get(H_UNTERMINATED_TAIL) == b"1",
     )
+
+
+def _check_records(records: np.ndarray, instrument: int | None) -> None:
+    """MalformedMessage naming the first bad record (whole-array numpy checks, ~5 ns a record)."""
+
+    def first(bad: np.ndarray) -> int:
+        return int(np.argmax(bad))
+
+    bad = (records["rtype"] != RTYPE_MBO) | (records["length"] != MBO_LENGTH_WORDS)
+    if bad.any():
+        i = first(bad)
+        raise MalformedMessage(
+            "rtype",
+            f"record {i}: rtype {records['rtype'][i]:#04x}, length {records['length'][i]} words "
+            f"(a plain MBO record is rtype {RTYPE_MBO:#04x}, {MBO_LENGTH_WORDS} words)",
+        )
+    actions = records["action"]
+    bad = ~_VALID_ACTION[actions]
+    if bad.any():
+        i = first(bad)
+        raise MalformedMessage(
+            "action", f"record {i}: action {bytes([actions[i]])!r} outside {ACTIONS.decode()}"
+        )
+    sides = records["side"]
+    bad = ~_VALID_SIDE[sides]
+    if bad.any():
+        i = first(bad)
+        raise MalformedMessage(
+            "side", f"record {i}: side {bytes([sides[i]])!r} outside {SIDES.decode()}"
+        )
+    instruments = records["instrument_id"]
+    expected = int(instruments[0]) if instrument is None else instrument
+    bad = instruments != expected
+    if bad.any():
+        i = first(bad)
+        raise MalformedMessage(
+            "key",
+            f"record {i}: instrument {instruments[i]} in a message of instrument {expected}"
+            + (" (its key)" if instrument is not None else " (its first record)"),
+        )

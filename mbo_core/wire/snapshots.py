@@ -88,10 +88,10 @@ def encode_snapshots(
 
 
 def decode_snapshots(
-    value: bytes | None, headers: Iterable[tuple[str, bytes]] | None
+    value: bytes | None, headers: Iterable[tuple[str, bytes]] | None, key: bytes | None = None
 ) -> EventMessage:
-    """A snapshots message; ValueError if it is not one."""
-    return decode_events(SNAPSHOTS_SCHEMA, MBP10_DTYPE, RTYPE_MBP_10, value, headers)
+    """A snapshots message (with `key`, keyed by its instrument); MalformedMessage if not one."""
+    return decode_events(SNAPSHOTS_SCHEMA, MBP10_DTYPE, RTYPE_MBP_10, value, headers, key)
 
 
 def _side(levels: np.ndarray, prefix: str) -> list[dict[str, Any]]:

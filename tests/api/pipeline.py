@@ -52,6 +52,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "MBO_TOPICS__RECORDS__NAME": topics.records.name,
         "MBO_TOPICS__BBO__NAME": topics.bbo.name,
         "MBO_TOPICS__SNAPSHOTS__NAME": topics.snapshots.name,
+        "MBO_TOPICS__DEAD_LETTER__NAME": topics.dead_letter.name,
     }
     if not settings.clickhouse_url.startswith("chdb:"):
         env["MBO_CLICKHOUSE__URL"] = settings.clickhouse_url

@@ -187,9 +187,45 @@ def test_last_snapshot_equals_mbo_book(clx5: np.ndarray) -> None:
     assert {k: last[k] for k in final_book} == final_book
 
 
-def test_not_a_records_message_is_refused() -> None:
-    publisher = BookPublisher(0, snapshot_interval_ns=SECOND, snapshot_depth=10)
-    with pytest.raises(ValueError, match="56-byte"):
-        publisher.process(0, b"1", b"x" * 57, None)
-    with pytest.raises(ValueError, match="not a records message"):
-        publisher.process(0, b"1", b"", [("mbo-schema", b"dbn.mbp-1")])
+def poison(records: np.ndarray) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
+    """One malformed records message of each kind (key, value, headers)."""
+    bad_action = records[:10].copy()
+    bad_action["action"][3] = ord("X")
+    other_instrument = records[:10].copy()
+    other_instrument["instrument_id"][5] += 1
+    return [
+        (KEY, np.random.default_rng(7).bytes(100), []),  # random bytes
+        (KEY, records[:3].tobytes() + b"x", headers(3)),  # wrong length
+        (KEY, bad_action.tobytes(), headers(10)),  # bad action
+        (b"not-an-instrument", records[:10].tobytes(), headers(10)),  # bad key
+        (KEY, other_instrument.tobytes(), headers(10)),  # key is not every record's instrument
+        (KEY, b"", [("mbo-schema", b"dbn.mbp-1")]),  # another topic's message
+        (KEY, records[:10].tobytes(), [*headers(10), ("dbn-version", b"9")]),  # unknown version
+    ]
+
+
+def test_malformed_messages_are_refused_and_change_nothing(clx5: np.ndarray) -> None:
+    messages = chunks(clx5, 1000)
+    clean = publish(messages)
+    publisher = BookPublisher(3, snapshot_interval_ns=SECOND, snapshot_depth=10)
+    out: list[Published] = []
+    offset = 0
+    bad = poison(clx5)
+    reasons = []
+    for i, m in enumerate(messages):
+        if i < len(bad):  # a poison message before each of the first good ones
+            key, value, hdrs = bad[i]
+            refused = publisher.process(offset, key, value, hdrs)
+            assert refused.rejected is not None and refused.bbo is refused.snapshots is None
+            reasons.append(refused.rejected.reason)
+            offset += 1
+            assert publisher.next_offset == offset
+        out.append(publisher.process(offset, KEY, m.tobytes(), headers(len(m))))
+        offset += 1
+    out.append(publisher.process(offset, KEY, b"", eos_headers()))
+    assert reasons == ["length", "length", "action", "key", "key", "schema", "version"]
+    assert all(o.rejected is None for o in out)
+    assert [(o.bbo.value if o.bbo else None) for o in out] == [
+        (o.bbo.value if o.bbo else None) for o in clean
+    ]
+    assert bbo_rows(out) == bbo_rows(clean)

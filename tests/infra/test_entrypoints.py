@@ -60,6 +60,7 @@ def container_env(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> d
         MBO_TOPICS__RECORDS__NAME=f"{unique_prefix}.records",
         MBO_TOPICS__BBO__NAME=f"{unique_prefix}.bbo",
         MBO_TOPICS__SNAPSHOTS__NAME=f"{unique_prefix}.snapshots",
+        MBO_TOPICS__DEAD_LETTER__NAME=f"{unique_prefix}.dead-letter",
         MBO_CLICKHOUSE__URL=f"chdb://{tmp_path / 'clickhouse'}",
         MBO_METRICS__HOST="127.0.0.1",
         MBO_API__HOST="127.0.0.1",

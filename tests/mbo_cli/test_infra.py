@@ -58,6 +58,7 @@ def test_up_status_down(data_dir: Path, tmp_path: Path) -> None:
     assert f"export MBO_CLICKHOUSE__URL=chdb://{data_dir}/clickhouse" in up.stdout
     for topic in ("mbo.records", "mbo.bbo", "mbo.snapshots"):
         assert f"topic {topic}: 8 partitions, created" in up.stdout
+    assert "topic mbo.dead-letter: 1 partition, created" in up.stdout
     assert "applied now: 0001_initial.sql" in up.stdout
     # `up` returned, and the broker it started detached still serves Kafka.
     assert probes.kafka_answers(host, port)
@@ -110,6 +111,7 @@ def test_init_provisions_configured_servers_and_exits(
         MBO_TOPICS__RECORDS__NAME=f"{unique_prefix}.records",
         MBO_TOPICS__BBO__NAME=f"{unique_prefix}.bbo",
         MBO_TOPICS__SNAPSHOTS__NAME=f"{unique_prefix}.snapshots",
+        MBO_TOPICS__DEAD_LETTER__NAME=f"{unique_prefix}.dead-letter",
         # Its own chDB directory: the session's may be open in this process.
         MBO_CLICKHOUSE__URL=f"chdb://{tmp_path / 'clickhouse'}",
     )

@@ -8,6 +8,7 @@ directory, and this test process may hold another one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from tests.api.pipeline import wait_until
 from tests.conftest import make_settings
 from tests.paths import CLX5, MBO
 from tests.published import bbo_rows, snapshot_rows
+from tests.sink.wire import Sent, bbo_message
 
 pytestmark = pytest.mark.integration
 
@@ -370,6 +372,76 @@ def test_broker_killed_twice_mid_replay(
     assert _count(data, "SELECT count() AS n FROM mbo_records FINAL") == 38_212
     assert stored_bbo(data) == rows
     assert_final_books(data, finals)
+
+
+def _poison(records: np.ndarray) -> list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]]:
+    """One malformed records message of each kind: (key, value, headers)."""
+    key = b"432669"
+    bad_action = records[:20].copy()
+    bad_action["action"][7] = ord("X")
+
+    def hdrs(n: int) -> list[tuple[str, bytes]]:
+        return records_headers(dataset="GLBX.MDP3", symbol="CLX5", sent_ns=1, records=n)
+
+    return [
+        (key, np.random.default_rng(3).bytes(100), []),  # random bytes
+        (key, records[:5].tobytes()[:-9], hdrs(5)),  # wrong length
+        (key, bad_action.tobytes(), hdrs(20)),  # one bad action among good records
+        (b"not-an-id", records[:20].tobytes(), hdrs(20)),  # bad key
+    ]
+
+
+def test_poison_messages_mid_replay_are_dead_lettered(
+    tmp_path: Path,
+    clx5_offline: tuple[list[tuple[Any, ...]], dict[tuple[int, int], dict[str, Any]]],
+) -> None:
+    """Malformed messages written into the records and BBO topics of a running pipeline: each
+    consumer copies each to the dead-letter topic with where it came from and why, every good
+    record still ends in ClickHouse, the BBO rows equal the offline ones, and the report and
+    `mbo run` say so."""
+    from mbo_core.kafka import broker  # noqa: PLC0415
+    from mbo_core.kafka.clients import make_producer  # noqa: PLC0415
+
+    records = np.concatenate(list(open_mbo(CLX5).batches()))
+    data = tmp_path / "data"
+
+    def inject(processes: Path, run: subprocess.Popen[bytes]) -> None:
+        _wait_for_producer(processes, run)
+        time.sleep(1)  # records flow meanwhile: the poison lands mid-stream
+        state = broker.read_state(make_settings(data_dir=data))
+        assert state is not None
+        settings = make_settings(
+            data_dir=data, kafka={"bootstrap_servers": state.bootstrap_servers}
+        )
+
+        async def send() -> None:
+            producer = make_producer(settings, "poison")
+            await producer.start()
+            try:
+                for key, value, headers in _poison(records):
+                    await producer.send_and_wait("mbo.records", value, key=key, headers=headers)
+                # A BBO message whose key is not its instrument: only the sink reads it.
+                bad_bbo = bbo_message(Sent(partition=0, offset=0, records=records[:10]), [0])
+                await producer.send_and_wait("mbo.bbo", bad_bbo.value, key=b"1",
+                                             headers=bad_bbo.headers)  # fmt: skip
+            finally:
+                await producer.stop()
+
+        asyncio.run(send())
+
+    figures, data = _run_clx5_with_faults(tmp_path, 4000, inject)
+    rows, finals = clx5_offline
+    assert figures["rows"]["mbo_records"] == 38_212  # every good record, none of the bad
+    assert stored_bbo(data) == rows
+    assert_final_books(data, finals)
+    letters = figures["dead_letters"]
+    # The processor and the sink each refused the four records messages; the sink the BBO one.
+    assert letters["by_consumer"] == {"processor": 4, "sink": 5}
+    assert letters["by_reason"] == {"length": 4, "action": 2, "key": 3}
+    assert letters["by_topic"] == {"mbo.records": 8, "mbo.bbo": 1}
+    assert figures["restarts"]["processor-0"] == 0 and figures["restarts"]["sink"] == 0
+    log = (data / "run" / "logs" / "processor-0.log").read_text()
+    assert log.count("dead-lettered mbo.records") == 4
 
 
 def _running_broker(processes: Path, not_these: list[int]) -> int:

@@ -35,6 +35,7 @@ def environment(settings: Settings, tmp_path: Path) -> dict[str, str]:
         MBO_TOPICS__RECORDS__NAME=settings.topics.records.name,
         MBO_TOPICS__BBO__NAME=settings.topics.bbo.name,
         MBO_TOPICS__SNAPSHOTS__NAME=settings.topics.snapshots.name,
+        MBO_TOPICS__DEAD_LETTER__NAME=settings.topics.dead_letter.name,
         MBO_DATA_DIR=str(tmp_path / "data"),
     )
     return env

@@ -134,7 +134,7 @@ def test_everything_lands_once_with_exact_values(
         "book_snapshots": len(snapshots),
     }
     assert summary.messages == len(sent) + 1 + len(bbo) + 2 + len(snapshots) + 1
-    assert summary.skipped == 0
+    assert summary.dead_lettered == 0
     assert summary.rows == {
         "mbo_records": CLX5_RECORDS,
         "bbo": bbo_rows + len(bbo_indexes[0]) + len(bbo_indexes[1]),

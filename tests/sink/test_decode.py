@@ -9,9 +9,10 @@ import pytest
 
 from mbo_core.prices import UNDEF_PRICE
 from mbo_core.quality import QUALITY_FIELDS
-from mbo_core.records import MBO_DTYPE
+from mbo_core.records import MBO_DTYPE, MBO_LENGTH_WORDS, RTYPE_MBO
 from mbo_core.wire import (
     Encoded,
+    MalformedMessage,
     decode_bbo,
     decode_snapshots,
     end_of_stream_headers,
@@ -19,7 +20,6 @@ from mbo_core.wire import (
 )
 from mbo_core.wire.layouts import LEVEL_SIZE_MAX
 from sink.decode import (
-    DecodeError,
     EventRows,
     Kind,
     RecordChunk,
@@ -113,18 +113,18 @@ def test_a_record_without_symbol_header_stores_an_empty_symbol() -> None:
 
 def test_malformed_records_messages_are_refused() -> None:
     chunk = clx5_records()[:4].copy()
-    with pytest.raises(DecodeError, match="not whole 56-byte"):
+    with pytest.raises(MalformedMessage, match="not whole 56-byte"):
         decode_message(Kind.RECORDS, 0, 1, chunk.tobytes()[:-1], _headers(chunk))
-    with pytest.raises(DecodeError, match="records=4 but 3"):
+    with pytest.raises(MalformedMessage, match="records=4 but 3"):
         decode_message(Kind.RECORDS, 0, 1, chunk[:3].tobytes(), _headers(chunk))
-    with pytest.raises(DecodeError, match="not a records message"):
+    with pytest.raises(MalformedMessage, match="not a records message"):
         decode_message(Kind.RECORDS, 0, 1, chunk.tobytes(), [("mbo-schema", b"other")])
     chunk["action"][2] = ord("X")
-    with pytest.raises(DecodeError, match=r"actions \['X'\]"):
+    with pytest.raises(MalformedMessage, match=r"record 2: action b'X'"):
         decode_message(Kind.RECORDS, 0, 1, chunk.tobytes(), _headers(chunk))
     chunk["action"][2] = ord("A")
     chunk["side"][0] = 0
-    with pytest.raises(DecodeError, match="sides"):
+    with pytest.raises(MalformedMessage, match="record 0: side"):
         decode_message(Kind.RECORDS, 0, 1, chunk.tobytes(), _headers(chunk))
 
 
@@ -233,7 +233,7 @@ def test_malformed_bbo_messages_are_refused() -> None:
     good = bbo_message(_sent(), [0, 1])
 
     def refused(message: Encoded, match: str) -> None:
-        with pytest.raises(DecodeError, match=match):
+        with pytest.raises(MalformedMessage, match=match):
             decode_message(Kind.BBO, 0, 0, message.value, message.headers)
 
     # A JSON-era message (no headers), another schema, another topic's message.
@@ -325,7 +325,7 @@ def test_malformed_snapshot_messages_are_refused() -> None:
     good = snapshot_message(_sent(), [1, 2])
 
     def refused(message: Encoded, match: str) -> None:
-        with pytest.raises(DecodeError, match=match):
+        with pytest.raises(MalformedMessage, match=match):
             decode_message(Kind.SNAPSHOT, 0, 0, message.value, message.headers)
 
     refused(bbo_message(_sent(), [0]), r"not a dbn\.mbp-10 message: mbo-schema=b'dbn\.mbp-1'")
@@ -343,6 +343,7 @@ def test_malformed_snapshot_messages_are_refused() -> None:
 
 def test_undefined_prices_stay_as_dbn_has_them_in_raw_records() -> None:
     records = np.zeros(2, dtype=MBO_DTYPE)
+    records["rtype"], records["length"] = RTYPE_MBO, MBO_LENGTH_WORDS
     records["action"], records["side"] = ord("R"), ord("N")
     records["price"] = UNDEF_PRICE
     decoded = decode_message(Kind.RECORDS, 0, 0, records.tobytes(), _headers(records))

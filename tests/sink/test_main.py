@@ -74,6 +74,7 @@ def test_the_command_loads_the_topics_and_prints_a_summary(
         "MBO_TOPICS__RECORDS__NAME": s.topics.records.name,
         "MBO_TOPICS__BBO__NAME": s.topics.bbo.name,
         "MBO_TOPICS__SNAPSHOTS__NAME": s.topics.snapshots.name,
+        "MBO_TOPICS__DEAD_LETTER__NAME": s.topics.dead_letter.name,
         "MBO_CLICKHOUSE__URL": s.clickhouse_url,
         "MBO_CLICKHOUSE__DATABASE": s.clickhouse.database,
         "MBO_CLICKHOUSE__USERNAME": s.clickhouse.username,

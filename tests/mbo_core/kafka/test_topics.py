@@ -32,11 +32,12 @@ def test_specs_come_from_settings() -> None:
     settings = make_settings(
         topics={"records": {"name": "r", "partitions": 3}, "replication_factor": 2}
     )
-    records, bbo, snapshots = topic_specs(settings)
+    records, bbo, snapshots, dead_letter = topic_specs(settings)
     assert (records.name, records.partitions, records.replication_factor) == ("r", 3, 2)
     assert records.partitions_var == "MBO_TOPICS__RECORDS__PARTITIONS"
     assert (bbo.name, snapshots.name) == ("mbo.bbo", "mbo.snapshots")
-    for spec in (records, bbo, snapshots):
+    assert (dead_letter.name, dead_letter.partitions) == ("mbo.dead-letter", 1)
+    for spec in (records, bbo, snapshots, dead_letter):
         assert spec.config["cleanup.policy"] == "delete"  # every consumer needs every message
     # Records forever (a rebuild reads a partition from offset 0); snapshots outlive BBO events.
     assert int(records.config["retention.ms"]) == -1
