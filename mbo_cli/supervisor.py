@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
     from mbo_core.kafka.broker import LocalBroker
 
 log = logging.getLogger("mbo.run")
+
+#: A stage that dies is started again after this, doubling while it keeps dying, up to the max.
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 15.0
+#: A stage that ran this long before it died was not crash-looping: its backoff starts over.
+STABLE_AFTER_S = 60.0
 
 
 def mbo_command(*args: str) -> list[str]:
@@ -36,12 +43,19 @@ class Child:
     restarts: int = 0
     log_path: Path | None = None
     finished: bool = False  # exited 0 on its own (e.g. the producer at the end of the file)
+    started_at: float = 0.0  # monotonic
+    failures: int = 0  # deaths in a row, each within STABLE_AFTER_S of its start
+    restart_at: float | None = None  # monotonic time of the restart scheduled after a death
 
 
 @dataclass
 class Supervisor:
     """Runs `mbo <stage> ...` children with a shared environment and restarts the ones that may,
     and the run's local broker when it has one.
+
+    A stage that dies is restarted after a backoff (BACKOFF_FIRST_S, doubling to BACKOFF_MAX_S)
+    while it keeps dying soon after it starts; once it died max_restarts + 1 times in a row the
+    run gives up with an error naming it and its log.
 
     Their pids (the broker's too) are kept in `<run_dir>/processes.json` (read by people and by
     the restart tests).
@@ -63,6 +77,8 @@ class Supervisor:
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         child.log_path = logs / f"{child.name}.log"
+        child.started_at = time.monotonic()
+        child.restart_at = None
         out = child.log_path.open("ab")
         try:
             child.process = subprocess.Popen(
@@ -85,9 +101,15 @@ class Supervisor:
         more than max_restarts times, or cannot start again, ends the run.
         """
         restarted_broker = self._check_broker()
+        now = time.monotonic()
         for child in self.children.values():
             process = child.process
             if process is None or child.finished:
+                continue
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.restarts += 1
+                    self._spawn(child)
                 continue
             code = process.poll()
             if code is None:
@@ -95,15 +117,32 @@ class Supervisor:
             if code == 0 and not child.restart:
                 child.finished = True
                 continue
-            if not child.restart or child.restarts >= self.max_restarts:
-                raise MboError(
-                    f"{child.name} exited with code {code}; see {child.log_path}"
-                    + (f" (restarted {child.restarts} times)" if child.restarts else "")
-                )
-            child.restarts += 1
-            log.warning("%s exited with code %d: restarting (%d)", child.name, code, child.restarts)
-            self._spawn(child)
+            self._schedule_restart(child, code, now)
         return restarted_broker
+
+    def _schedule_restart(self, child: Child, code: int, now: float) -> None:
+        """After a death: a restart after the backoff, or MboError if it may not restart or
+        keeps dying."""
+        if not child.restart:
+            raise MboError(f"{child.name} exited with code {code}; see {child.log_path}")
+        if now - child.started_at >= STABLE_AFTER_S:
+            child.failures = 0
+        child.failures += 1
+        if child.failures > self.max_restarts:
+            raise MboError(
+                f"{child.name} keeps dying: exited with code {code}, {child.failures} times in "
+                f"a row within {STABLE_AFTER_S:.0f} s of its start ({child.restarts} restarts); "
+                f"giving up, see {child.log_path}"
+            )
+        delay = min(BACKOFF_FIRST_S * 2 ** (child.failures - 1), BACKOFF_MAX_S)
+        child.restart_at = now + delay
+        log.warning(
+            "%s exited with code %d: restarting in %.1f s (death %d in a row)",
+            child.name,
+            code,
+            delay,
+            child.failures,
+        )
 
     def _check_broker(self) -> bool:
         broker = self.broker
