@@ -21,7 +21,7 @@ import numpy as np
 import zstandard
 
 from mbo_core.errors import InputError
-from mbo_core.records import MBO_DTYPE, MBO_LENGTH_WORDS, RTYPE_MBO
+from mbo_core.records import MBO_DTYPE, MBO_LENGTH_WORDS, RTYPE_MBO, first_invalid_record
 
 DBN_MAGIC = b"DBN"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -78,6 +78,7 @@ class MboFile:
             reported = consumed()
             if progress:
                 progress(reported)
+            seen = 0  # records yielded so far
             for chunk in _body_chunks(stream, batch_records * MBO_DTYPE.itemsize, self.path):
                 if progress:
                     now = consumed()
@@ -89,6 +90,8 @@ class MboFile:
                     decoder = decoder or _decoder_after(metadata)
                     records = _decode_records(decoder, chunk, self.path)
                 if len(records):
+                    _check_codes(records, seen, self.path)
+                    seen += len(records)
                     yield records
             if decoder is not None and decoder.buffer():
                 raise InputError(f"{self.path}: truncated: the last record is cut off")
@@ -226,6 +229,17 @@ def _view_mbo(chunk: bytes, path: Path) -> np.ndarray | None:
     if ((records["rtype"] != RTYPE_MBO) | (records["length"] != MBO_LENGTH_WORDS)).any():
         return None
     return records
+
+
+def _check_codes(records: np.ndarray, seen: int, path: Path) -> None:
+    """InputError naming the first record that cannot be an MBO record (zstd data corrupted
+    without a frame checksum decompresses to such garbage; the pipeline would refuse it)."""
+    invalid = first_invalid_record(records)
+    if invalid is not None:
+        index, _, detail = invalid
+        raise InputError(
+            f"{path}: corrupt: record {seen + index:,} of the file: {detail.split(': ', 1)[1]}"
+        )
 
 
 def _decoder_after(metadata: bytes) -> databento_dbn.DBNDecoder:

@@ -500,18 +500,22 @@ def test_sigterm_while_starting_stops_every_stage(tmp_path: Path) -> None:
     assert not list(data.rglob("state.json")), "the local broker was left running"
 
 
-@pytest.mark.parametrize("suffix", [".dbn", ".dbn.zst"])
-def test_a_truncated_file_fails_in_one_line_before_anything_starts(
-    tmp_path: Path, suffix: str
-) -> None:
+@pytest.mark.parametrize("case", ["cut.dbn", "cut.dbn.zst", "corrupt.dbn.zst"])
+def test_a_bad_file_fails_in_one_line_before_anything_starts(tmp_path: Path, case: str) -> None:
     import zstandard  # noqa: PLC0415
 
     whole = CLX5.read_bytes()
-    source = tmp_path / f"cut{suffix}"
-    if suffix == ".dbn.zst":
+    source = tmp_path / case
+    if case == "cut.dbn.zst":
         # The frame is cut too: what a download that stopped early leaves.
         compressed = zstandard.ZstdCompressor().compress(whole)
         source.write_bytes(compressed[: len(compressed) - 5000])
+    elif case == "corrupt.dbn.zst":
+        # Two bytes flipped in a frame without a checksum: it decompresses, to garbage records.
+        corrupt = bytearray(zstandard.ZstdCompressor(write_checksum=False).compress(whole))
+        corrupt[len(corrupt) // 2] ^= 0xFF
+        corrupt[len(corrupt) // 2 + 1] ^= 0x55
+        source.write_bytes(bytes(corrupt))
     else:
         source.write_bytes(whole[: len(whole) - 1000 - 13])  # mid-record, far from the end
     data = tmp_path / "data"

@@ -162,3 +162,29 @@ def test_other_schema(tmp_path: Path) -> None:
     path.write_bytes(metadata(schema="mbp-1"))
     with pytest.raises(InputError, match="schema is mbp-1, expected mbo"):
         open_mbo(path)
+
+
+def test_a_corrupt_zstd_frame_with_a_checksum_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "c.dbn.zst"
+    data = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(CLX5.read_bytes()))
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="corrupt zstd data"):
+        list(open_mbo(path).batches())
+
+
+def test_garbage_records_are_refused_naming_the_first(tmp_path: Path) -> None:
+    """zstd data corrupted in a frame without a checksum decompresses to garbage records: the
+    first record with a code no MBO record has is named, counted from the start of the body."""
+    meta, body = clx5_parts()
+    records = np.frombuffer(body, dtype=MBO_DTYPE).copy()
+    records["action"][12_345] = 0x9F
+    path = tmp_path / "g.dbn"
+    path.write_bytes(meta + records.tobytes())
+    with pytest.raises(InputError, match=r"corrupt: record 12,345 of the file: action b'\\x9f'"):
+        list(open_mbo(path).batches(1000))
+    records["action"][12_345] = ord("A")
+    records["side"][20_000] = ord("x")
+    path.write_bytes(meta + records.tobytes())
+    with pytest.raises(InputError, match=r"record 20,000 of the file: side b'x' outside ABN"):
+        list(open_mbo(path).batches())
