@@ -396,13 +396,21 @@ class ApiSettings(_Group):
     port: int = Field(default=8000, ge=1, le=65535, description="Port the API listens on.")
     token: SecretStr | None = Field(
         default=None,
-        description="Bearer token clients must send; unset: no auth (refused in prod unless the "
-        "API binds to loopback). Secret: env or secret file only.",
+        description="Bearer token clients must send; unset: no auth on loopback, and off loopback "
+        "state-changing requests are refused (403); refused in prod unless the API binds to "
+        "loopback. Secret: env or secret file only.",
     )
     cors_origins: str = Field(
         default="",
         description="Comma-separated origins browsers may call the API from (CORS), e.g. "
-        "http://localhost:5173; `*` for any; empty: no CORS headers.",
+        "http://localhost:5173; `*` for any; empty: no CORS headers. Besides the API's own, the "
+        "only origins whose pages may POST to it or open its WebSockets (docs/api.md).",
+    )
+    allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated host names the API answers to (the Host header) besides "
+        "localhost, the bind address and IP addresses, e.g. api.example.com,*.internal.example; "
+        "`*` for any. Any other Host gets 400 (DNS-rebinding defence, docs/api.md).",
     )
     replay_dir: Path | None = Field(
         default=None,
@@ -421,8 +429,24 @@ class ApiSettings(_Group):
         "it exists.",
     )
 
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_patterns(cls, value: str) -> str:
+        # Each entry: a host name, `*.` and a domain (any of its subdomains), or `*`.
+        for entry in value.split(","):
+            pattern = entry.strip()
+            if pattern and not re.fullmatch(r"\*|(\*\.)?[\w-]+(\.[\w-]+)*\.?", pattern, re.ASCII):
+                raise ValueError(
+                    f"{pattern!r} is not a host name, `*.` and a domain, or `*` (no scheme, port "
+                    "or path)"
+                )
+        return value
+
     def cors_origin_list(self) -> list[str]:
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+    def allowed_host_list(self) -> list[str]:
+        return [host.strip().lower() for host in self.allowed_hosts.split(",") if host.strip()]
 
     def is_loopback(self) -> bool:
         if self.host == "localhost":
