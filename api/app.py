@@ -5,8 +5,9 @@ or `?token=` for WebSocket/SSE, which browsers cannot give headers): see docs/ap
 OpenAPI page at /docs. The common valid GET of the latest book or BBO is answered by
 api.fastpath in front of FastAPI, from the same cached encoding the routes below serve.
 Errors: 404 unknown instrument/publisher/book, 422 bad parameter (the field named in
-`detail[].loc`), 503 backend down (`backend`: kafka or clickhouse), 401 missing or wrong token.
-User input never produces a 500.
+`detail[].loc`), 503 backend down (`backend`: kafka or clickhouse), 401 missing or wrong token,
+403 a state-changing request without a token on a non-loopback bind or from a foreign origin,
+400 an unknown Host header (docs/api.md, "Security model"). User input never produces a 500.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from fastapi.responses import Response
 from fastapi.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from api.auth import HostPolicy, OriginPolicy
 from api.fastpath import FastPath
-from api.middleware import RequestMetrics
+from api.middleware import RequestGuard, RequestMetrics
 from api.params import MAX_DEPTH, ParamError
 from api.replay_control import FileReplay, ReplayController, ReplayRefusedError
 from api.responses import error_response, json_response
@@ -93,11 +95,13 @@ def create_app(
     app.state.store = store
     app.state.replay_control = ReplayController(settings, file_replay)
     app.state.sink_error = None
-    app.add_middleware(RequestMetrics)
+    app.state.write_refusal = _write_refusal(settings, token)
     origins = settings.api.cors_origin_list()
+    hosts = HostPolicy(settings.api.host, settings.api.allowed_host_list())
     app.fast_path = app.state.fast_path = FastPath(
-        state, token=token, cors=bool(origins), max_depth=MAX_DEPTH
+        state, token=token, cors=bool(origins), hosts=hosts, max_depth=MAX_DEPTH
     )
+    # Added innermost first: RequestMetrics (so refusals are counted too), RequestGuard, CORS.
     if origins:
         app.add_middleware(
             CORSMiddleware,
@@ -105,11 +109,25 @@ def create_app(
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(RequestGuard, hosts=hosts, origins=OriginPolicy(origins))
+    app.add_middleware(RequestMetrics)
     _add_error_handlers(app)
     for surface in (books, history, live, replay_control, health):
         app.include_router(surface.router)
     _serve_ui(app, settings)
     return app
+
+
+def _write_refusal(settings: Settings, token: str | None) -> str | None:
+    """Why state-changing requests are refused (403): without a token, when the API listens on
+    anything but loopback, where anyone who reaches the port could otherwise start replays.
+    None: they are not (a token is set, or the API listens on loopback only)."""
+    if token is not None or settings.api.is_loopback():
+        return None
+    return (
+        f"state-changing requests need a token when the API listens on {settings.api.host} "
+        "(not loopback): set MBO_API__TOKEN and send it as `Authorization: Bearer <token>`"
+    )
 
 
 def _lifespan(

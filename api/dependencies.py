@@ -1,5 +1,6 @@
 """What the routers share: the app's state (set by api.app.create_app on `app.state`), the
-bearer-token check and the lookups of a book in the live state and in ClickHouse."""
+bearer-token check (and the refusal of state-changing requests without one off loopback) and
+the lookups of a book in the live state and in ClickHouse."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from starlette.requests import HTTPConnection
 
 from api import store as history
-from api.auth import bearer, token_matches
+from api.auth import SAFE_METHODS, bearer, token_matches
 from api.replay_control import ReplayController
 from api.state import Key, LiveState
 from api.store import Store
@@ -50,10 +51,15 @@ def authorized(connection: HTTPConnection) -> bool:
 
 
 async def require_token(request: Request) -> None:
+    """401 without the right token when one is set; 403 for a state-changing request when none
+    is set and the API listens on anything but loopback (api.app._write_refusal)."""
     if not authorized(request):
         raise HTTPException(
             401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"}
         )
+    refusal: str | None = request.app.state.write_refusal
+    if refusal is not None and request.method not in SAFE_METHODS:
+        raise HTTPException(403, refusal)
 
 
 def live_key(state: LiveState, instrument_id: int, publisher_id: int | None) -> Key:

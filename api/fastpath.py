@@ -15,6 +15,9 @@ the OpenAPI schema stay exactly those of the routes in api/routers/books.py):
   each at most once, within the routes' ranges; anything else (unknown or repeated parameters,
   percent-encoding, `+`, empty values) is left to FastAPI, whose parsing rules are the reference;
 * the instrument, publisher and book/BBO are known (a miss is FastAPI's 404 to give);
+* a Host header that is one of the always-allowed or listed names as written, with or without
+  a port (api.auth.HostPolicy.allows_raw: a set lookup); any other (an IP address, a wildcard's
+  name, an unknown Host) goes to FastAPI, whose request guard answers 400 or accepts it;
 * with a token configured, an `Authorization: Bearer <token>` header that matches (a missing or
   wrong one, or `?token=`, goes to FastAPI, which answers 401 or accepts it);
 * with CORS configured, no `Origin` header: CORSMiddleware decides what a cross-origin request
@@ -33,7 +36,7 @@ from typing import Final
 
 from starlette.types import Scope, Send
 
-from api.auth import bearer, token_matches
+from api.auth import HostPolicy, bearer, token_matches
 from api.state import Key, LiveState
 from mbo_core.metrics import API_REQUEST_SECONDS
 
@@ -50,12 +53,21 @@ _JSON: Final = (b"content-type", b"application/json")
 class FastPath:
     """Answers valid latest-book/BBO GETs straight from LiveState; `hits` counts them."""
 
-    def __init__(self, state: LiveState, *, token: str | None, cors: bool, max_depth: int) -> None:
+    def __init__(
+        self,
+        state: LiveState,
+        *,
+        token: str | None,
+        cors: bool,
+        hosts: HostPolicy,
+        max_depth: int,
+    ) -> None:
         self.state = state
         self.max_depth = max_depth
         self.hits = 0
         self._token = None if token is None else token.encode()
         self._cors = cors
+        self._hosts = hosts
         # Bound once: labels() validates and locks on every call, observe() on a child does not.
         self._observe_book: Callable[[float], None] = API_REQUEST_SECONDS.labels(
             route=BOOK_ROUTE, method="GET", status="200"
@@ -120,13 +132,25 @@ class FastPath:
 
     def _allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
         if self._token is None and not self._cors:
-            return True
+            # Only the Host to check, usually the first header: stop at it.
+            for name, value in headers:
+                if name == b"host":
+                    return self._hosts.allows_raw(value)
+            return False
+        host: bytes | None = None
         authorization: bytes | None = None
+        # The first of each, as Starlette's Headers.get and the request guard read them.
         for name, value in headers:
-            if name == b"origin" and self._cors:
+            if name == b"host":
+                if host is None:
+                    host = value
+            elif name == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif name == b"origin" and self._cors:
                 return False
-            if name == b"authorization" and authorization is None:
-                authorization = value  # the first one, as Starlette's Headers.get reads it
+        if host is None or not self._hosts.allows_raw(host):
+            return False
         if self._token is None:
             return True
         if authorization is None:

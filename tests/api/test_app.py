@@ -295,7 +295,7 @@ def test_backends_down_give_503(tmp_path: Path) -> None:
 
     async def calls() -> tuple[httpx.Response, httpx.Response]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             ready = await http.get("/readyz")
             history = await http.get("/v1/instruments/1/book/at", params={"ts": 1})
             return ready, history
@@ -313,7 +313,7 @@ def test_token_and_cors(tmp_path: Path) -> None:
 
     async def calls() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             origin = {"Origin": "http://ui.example"}
             return [
                 await http.get("/v1/instruments", headers=origin),
@@ -395,7 +395,7 @@ def test_fast_path_auth_and_cors(tmp_path: Path) -> None:
 
     async def calls() -> list[tuple[int, httpx.Response]]:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             out = []
             for params, headers in [
                 ({}, {}),

@@ -87,7 +87,7 @@ def test_replay_off_without_directory(tmp_path: Path) -> None:
 
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             return await http.post("/v1/replay", json={"file": "x.dbn"})
 
     response = run_async(call())
@@ -150,7 +150,7 @@ def test_non_finite_or_absurd_pace_is_a_422_naming_the_field(
 
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
             headers = {"content-type": "application/json"}
             return await http.post("/v1/replay", content=body, headers=headers)
 
