@@ -13,8 +13,22 @@ from mbo_core.kafka.topics import ensure_topics
 from mbo_core.logs import configure_logging, logging_config
 from mbo_core.metrics import serve_metrics
 from mbo_core.settings import Settings
+from mbo_core.shutdown import arm_stop_deadline
 
 log = logging.getLogger("book_processor")
+
+
+class _Worker(faust.Worker):
+    """Faust's worker, ending itself STOP_DEADLINE_S after SIGTERM/SIGINT (mbo_core.shutdown):
+    its shutdown commits, flushes and leaves the group, each of which waits for the broker."""
+
+    def _on_sigint(self) -> None:
+        arm_stop_deadline()
+        super()._on_sigint()
+
+    def _on_sigterm(self) -> None:
+        arm_stop_deadline()
+        super()._on_sigterm()
 
 
 def run_worker(
@@ -30,7 +44,7 @@ def run_worker(
     freeze_heap()  # the start-up heap (Faust, aiokafka, numba) is never walked again
     # A fresh loop for Faust: asyncio.run above closed the one it made.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    worker = faust.Worker(
+    worker = _Worker(
         app,
         loglevel=settings.log.level.lower(),
         quiet=True,

@@ -23,6 +23,9 @@ log = logging.getLogger("mbo.run")
 #: A stage that dies is started again after this, doubling while it keeps dying, up to the max.
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 15.0
+#: How long a stage may take to stop after SIGTERM before it is killed (stages end themselves
+#: after mbo_core.shutdown.STOP_DEADLINE_S; this is the backstop).
+STOP_TIMEOUT_S = 8.0
 #: A stage that ran this long before it died was not crash-looping: its backoff starts over.
 STABLE_AFTER_S = 60.0
 
@@ -39,6 +42,7 @@ class Child:
     name: str
     args: list[str]
     restart: bool  # restart when it dies unexpectedly (stages that recover their state)
+    one_shot: bool = False  # its work ends: exit 0 means done (the producer), not a death
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     log_path: Path | None = None
@@ -67,8 +71,8 @@ class Supervisor:
     max_restarts: int = 5
     children: dict[str, Child] = field(default_factory=dict)
 
-    def start(self, name: str, args: list[str], *, restart: bool) -> Child:
-        child = Child(name=name, args=args, restart=restart)
+    def start(self, name: str, args: list[str], *, restart: bool, one_shot: bool = False) -> Child:
+        child = Child(name=name, args=args, restart=restart, one_shot=one_shot)
         self.children[name] = child
         self._spawn(child)
         return child
@@ -114,7 +118,7 @@ class Supervisor:
             code = process.poll()
             if code is None:
                 continue
-            if code == 0 and not child.restart:
+            if code == 0 and (child.one_shot or not child.restart):
                 child.finished = True
                 continue
             self._schedule_restart(child, code, now)
@@ -167,28 +171,38 @@ class Supervisor:
             counts["broker"] = self.broker.restarts
         return counts
 
-    def stop(self, name: str, timeout: float = 20.0) -> int | None:
+    def stop(self, name: str, timeout: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        self._stop([name], timeout)
         child = self.children.get(name)
-        if child is None or child.process is None:
-            return None
-        process = child.process
-        child.restart = False
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+        return None if child is None or child.process is None else child.process.returncode
+
+    def stop_all(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """Every child at once, downstream first in the signal order: each stage ends itself
+        within mbo_core.shutdown.STOP_DEADLINE_S, so this takes seconds, not a sum of waits."""
+        self._stop(list(reversed(self.children)), timeout)
+        self._write_pids()
+
+    def _stop(self, names: list[str], timeout: float) -> None:
+        running: list[tuple[str, subprocess.Popen[bytes]]] = []
+        for name in names:
+            child = self.children.get(name)
+            if child is None or child.process is None:
+                continue
+            child.restart = False
+            child.restart_at = None
+            child.finished = True
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+                running.append((name, child.process))
+        deadline = time.monotonic() + timeout
+        for name, process in running:
             try:
-                process.wait(timeout)
+                process.wait(max(deadline - time.monotonic(), 0.0))
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop in %.0f s: killing it", name, timeout)
                 process.kill()
                 process.wait()
-        child.finished = True
-        return process.returncode
-
-    def stop_all(self) -> None:
-        for name in reversed(list(self.children)):
-            self.stop(name)
-        self._write_pids()
 
     def pid(self, name: str) -> int | None:
         child = self.children.get(name)
