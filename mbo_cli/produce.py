@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +47,14 @@ def produce(
             "MBO_METRICS__PRODUCER_PORT).",
         ),
     ] = None,
+    replay_id: Annotated[
+        str | None,
+        typer.Option(
+            "--replay-id",
+            help="This replay's id, written in every message. Run again with the same id after "
+            "a crash and the replay resumes after what the topic holds (default: a new id).",
+        ),
+    ] = None,
 ) -> None:
     """Replay FILE into the records topic: chunks of whole events keyed by instrument.
 
@@ -60,6 +69,8 @@ def produce(
     if metrics_port is not None and not 0 <= metrics_port <= 65535:
         raise InputError(f"--metrics-port must be 0 (off) or a port number, not {metrics_port}")
 
+    if replay_id is not None and not (0 < len(replay_id) <= 200 and replay_id.isprintable()):
+        raise InputError("--replay-id must be 1-200 printable characters")
     from mbo_core.dbn import open_mbo  # noqa: PLC0415
 
     source = open_mbo(file)  # bad input fails before anything connects
@@ -86,6 +97,7 @@ def produce(
             speed=speed,
             loops=loop,
             progress=lambda records: advance(records * MBO_DTYPE.itemsize),
+            replay_id=replay_id or f"mbo-produce-{uuid.uuid4().hex[:16]}",
         )
     if summary is not None:
         with atomic_output(summary) as out:

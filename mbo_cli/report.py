@@ -35,7 +35,10 @@ def build_report(
     first_sent = producer.get("first_sent_ns")
     begin = first_sent / 1e9 if first_sent else started
     seconds = max(drained_at - begin, 1e-9)
-    records = int(producer.get("records_sent", rows["mbo_records"]))
+    # A producer restarted mid-replay resumed it: its summary counts what it sent itself.
+    records = int(
+        producer.get("records_sent", rows["mbo_records"]) + producer.get("records_already_sent", 0)
+    )
     return {
         "records": records,
         "events": events,

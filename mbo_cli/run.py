@@ -5,10 +5,12 @@ topics, then runs `mbo produce`, `mbo process` (one per --workers), `mbo sink` a
 API and web UI) as child processes sharing one environment. With a chdb:// ClickHouse URL the sink
 runs inside the API process (`mbo api --with-sink`, child name "sink"): chDB allows one process
 per data directory, and both need it. A processor or sink that dies is restarted: both rebuild
-what they need from Kafka. A local broker that dies is restarted on the same ports and data
-(every topic, message and committed offset survives); the stages' clients reconnect and the
-producer's idempotent retries write each batch once. A producer that dies ends the run:
-replaying again would duplicate records under new offsets.
+what they need from Kafka. A producer that dies is restarted too: it resumes the run's replay
+(one replay id) after what the records topic holds of each instrument (producer/resume.py), so
+every record is in the topic once. A local broker that dies is restarted on the same ports and
+data (every topic, message and committed offset survives); the stages' clients reconnect and the
+producer's idempotent retries write each batch once. A stage that keeps dying is restarted with
+backoff until the run gives up (mbo_cli.supervisor).
 
 --until-drained waits until every record is reflected everywhere: the producer finished, both
 consumer groups have committed the end of the records topic, and the sink has committed the end
@@ -28,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -282,11 +285,16 @@ def _start_stages(
     # not the pipeline.
     _wait_consumers_ready(supervisor, settings, workers, stop)
     pace = ["--rate", str(rate)] if rate else ["--speed", str(speed)] if speed else ["--max"]
+    # One id for the run's replay: a producer restarted after it died resumes the same replay
+    # after what the records topic holds (producer/resume.py), so each record is there once.
+    replay_id = f"mbo-run-{uuid.uuid4().hex[:16]}"
     supervisor.start(
         "producer",
         ["produce", str(replay), *pace, "--loop", str(loop), "--summary",
-         str(run_dir / "producer.json"), "--metrics-port", str(ports["producer"])],
-        restart=False,
+         str(run_dir / "producer.json"), "--metrics-port", str(ports["producer"]),
+         "--replay-id", replay_id],
+        restart=True,
+        one_shot=True,
     )  # fmt: skip
     (run_dir / "ports.json").write_text(json.dumps(ports))
     return ports

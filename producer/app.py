@@ -14,8 +14,12 @@ delivery raises MboError.
 
 Loops replay the file again after a Clear (action R) of every book seen, so that the books of
 the next copy start empty. A set `stop` event (SIGINT/SIGTERM in the CLI) stops reading: the
-chunks of complete events are still sent, no end-of-stream marker is, and the summary says
-`interrupted`.
+chunks of complete events are still sent, the records of events still open and the end-of-stream
+markers are not, and the summary says `interrupted`.
+
+Every message carries the replay's id and how many records of its instrument the replay has
+sent: started again with the same id (its producer was killed, or stopped), a replay resumes
+after what the records topic holds of each instrument (producer.resume).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from mbo_core.shutdown import run_until_signalled
 from mbo_core.wire import end_of_stream_headers, instrument_key, records_headers
 from producer.chunking import Chunk, Chunker, FlushSchedule, clear_records, last_of_each_book
 from producer.pacing import Pacer, Pacing
+from producer.resume import ResumeFilter, ResumePoint, resume_point
 
 log = logging.getLogger("producer")
 
@@ -98,6 +103,10 @@ class ProduceSummary:
     first_sent_ns: int | None  # sent-ns header of the first records message
     last_sent_ns: int | None  # and of the last one
     messages_by_instrument: dict[int, int] = field(default_factory=dict)
+    replay_id: str | None = None
+    #: Records an earlier producer of the same replay had sent (resumed replays; not counted
+    #: in records_sent).
+    records_already_sent: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -149,8 +158,12 @@ async def produce_file(
     progress: ProgressCallback | None = None,
     stop: asyncio.Event | None = None,
     pause: asyncio.Event | None = None,
+    replay_id: str | None = None,
 ) -> ProduceSummary:
     """Replay the DBN MBO file at `path` into the records topic; see the module doc.
+
+    replay_id: this replay's id, written in every message; when the topic already holds
+    messages of that id (its producer died), the replay resumes after them (producer.resume).
 
     At most one of rate (records/s) and speed (x recorded pace); neither: flat out.
     `progress(n)` is called with the number of records taken into the replay since the last
@@ -161,7 +174,7 @@ async def produce_file(
     pacing = Pacing.validate(rate=rate, speed=speed, loops=loops)
     source = open_mbo(path)
     with replay_lock(settings, f"{path.name} at {pacing.describe()}"):
-        return await _produce(settings, source, pacing, loops, progress, stop, pause)
+        return await _produce(settings, source, pacing, loops, progress, stop, pause, replay_id)
 
 
 async def _produce(
@@ -172,8 +185,21 @@ async def _produce(
     progress: ProgressCallback | None,
     stop: asyncio.Event | None,
     pause: asyncio.Event | None,
+    replay_id: str | None,
 ) -> ProduceSummary:
     await ensure_topics(settings)
+    point = None
+    if replay_id is not None:
+        point = await resume_point(settings, replay_id, lambda: _instrument_ids(source))
+        if point.sent:
+            log.info(
+                "resuming replay %s: the topic holds %d of its records (%d instruments, %d "
+                "ended); sending the rest",
+                replay_id,
+                point.records,
+                len(point.sent),
+                sum(s.end_of_stream for s in point.sent.values()),
+            )
     # Paced, the chunker has already waited its linger for a chunk to fill: the client's own
     # linger (MBO_KAFKA__LINGER_MS) would only add its 2 ms to every record's latency
     # (send -> processor p50 7.0 -> 4.8 ms at 50k records/s, bench.pipeline). Flat out, its
@@ -190,7 +216,7 @@ async def _produce(
             settings,
             source,
             pacing,
-            _Sender(producer, settings, source),
+            _Sender(producer, settings, source, point),
             loops=loops,
             progress=progress,
             stop=stop or asyncio.Event(),
@@ -204,8 +230,20 @@ async def _produce(
 class _Sender:
     """Sends chunks and end-of-stream markers; counts what the broker acknowledged."""
 
-    def __init__(self, producer: AIOKafkaProducer, settings: Settings, source: MboFile) -> None:
+    def __init__(
+        self,
+        producer: AIOKafkaProducer,
+        settings: Settings,
+        source: MboFile,
+        point: ResumePoint | None = None,
+    ) -> None:
         self.producer = producer
+        self.point = point
+        self.replay_id = None if point is None else point.replay_id
+        # Records of each instrument the replay has sent (by earlier producers of it too).
+        self.instrument_records = (
+            {} if point is None else {i: s.records for i, s in point.sent.items()}
+        )
         self.topic = settings.topics.records.name
         self.max_request_size = settings.kafka.max_request_size
         self.dataset = source.dataset
@@ -237,12 +275,16 @@ class _Sender:
                 "message.max.bytes)"
             )
         sent_ns = time.time_ns()
+        sent_before = self.instrument_records.get(chunk.instrument_id, 0)
+        self.instrument_records[chunk.instrument_id] = sent_before + len(chunk)
         headers = records_headers(
             dataset=self.dataset,
             symbol=self.symbols.get(chunk.instrument_id),
             sent_ns=sent_ns,
             records=len(chunk),
             unterminated_tail=unterminated_tail,
+            replay_id=self.replay_id,
+            instrument_records=sent_before + len(chunk),
         )
         future = await self._produce(instrument_key(chunk.instrument_id), value, headers)
         if self.first_sent_ns is None:
@@ -264,10 +306,14 @@ class _Sender:
     async def end_of_stream(self, instrument_ids: Iterable[int]) -> None:
         for instrument_id in instrument_ids:
             self.check()
+            if self.point is not None and self.point.ended(instrument_id):
+                continue  # an earlier producer of this replay sent it
             headers = end_of_stream_headers(
                 dataset=self.dataset,
                 symbol=self.symbols.get(instrument_id),
                 sent_ns=time.time_ns(),
+                replay_id=self.replay_id,
+                instrument_records=self.instrument_records.get(instrument_id, 0),
             )
             future = await self._produce(instrument_key(instrument_id), b"", headers)
 
@@ -335,6 +381,10 @@ class _Replay:
         self.stop = stop
         self.pause = pause
         self.chunker = Chunker(chunk_bound(settings))
+        point = sender.point
+        self.already_sent = 0 if point is None else point.records
+        #: Drops what an earlier producer of this replay sent (identity when nothing was).
+        self.unsent = ResumeFilter(point) if point is not None else None
         self.linger_s = settings.pipeline.chunk_linger_ms / 1000
         self.slice_s = time_slice_s(settings)
         self.schedule = FlushSchedule(
@@ -397,9 +447,9 @@ class _Replay:
             if copy < self.loops - 1:
                 clears = clear_records(self.books)
                 self.clears += len(clears)
-                await self.sender.send(self.chunker.feed(clears))
-        if interrupted:
-            await self._send_unfinished()
+                await self.sender.send(self.chunker.feed(self._unsent(clears)))
+        # Interrupted, the records of events still open stay unsent: a replay resumed with the
+        # same id sends them with the rest of their events (producer.resume).
         await self.sender.send(self.chunker.flush())
         if not interrupted:
             await self._end_of_stream(sorted({key[0] for key in self.books}))
@@ -445,9 +495,10 @@ class _Replay:
         """Replay one copy of the file; False if stopped before its end."""
         batches = self.source.batches(self.batch_records)
         try:
-            for batch in batches:
-                self.books.update(last_of_each_book(batch))
-                if not await self._replay_batch(batch):
+            for whole in batches:
+                self.books.update(last_of_each_book(whole))
+                batch = self._unsent(whole)
+                if len(batch) and not await self._replay_batch(batch):
                     return False
         finally:
             # Leaving early: close the generator now, and with it the file.
@@ -455,6 +506,9 @@ class _Replay:
             if close is not None:
                 close()
         return True
+
+    def _unsent(self, records: np.ndarray) -> np.ndarray:
+        return records if self.unsent is None else self.unsent(records)
 
     async def _replay_batch(self, batch: np.ndarray) -> bool:
         self.pacer.start_batch(batch)
@@ -538,7 +592,17 @@ class _Replay:
             first_sent_ns=sender.first_sent_ns,
             last_sent_ns=sender.last_sent_ns,
             messages_by_instrument=dict(sender.by_instrument),
+            replay_id=sender.replay_id,
+            records_already_sent=self.already_sent,
         )
+
+
+def _instrument_ids(source: MboFile) -> set[int]:
+    """Every instrument of the file (one read of it: only when resuming)."""
+    found: set[int] = set()
+    for batch in source.batches():
+        found.update(np.unique(batch["instrument_id"]).tolist())
+    return found
 
 
 def start_metrics(settings: Settings, port: int | None = None) -> int:
@@ -562,6 +626,7 @@ def run_produce(
     speed: float | None = None,
     loops: int = 1,
     progress: ProgressCallback | None = None,
+    replay_id: str | None = None,
 ) -> ProduceSummary:
     """`produce_file` in its own event loop, stopped cleanly by SIGINT or SIGTERM.
 
@@ -574,7 +639,14 @@ def run_produce(
 
     return run_until_signalled(
         lambda stop: produce_file(
-            settings, path, rate=rate, speed=speed, loops=loops, progress=progress, stop=stop
+            settings,
+            path,
+            rate=rate,
+            speed=speed,
+            loops=loops,
+            progress=progress,
+            stop=stop,
+            replay_id=replay_id,
         ),
         on_first_signal=stopping,
     )

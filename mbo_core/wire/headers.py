@@ -15,6 +15,10 @@ H_RECORDS = "records"
 H_END_OF_STREAM = "end-of-stream"
 H_UNTERMINATED_TAIL = "unterminated-tail"
 H_PROCESSED_NS = "processed-ns"  # processor wall clock at publish
+H_REPLAY_ID = "replay-id"  # the replay that sent a records message (a resumed replay keeps it)
+#: Records of the message's instrument this replay has sent, this message's included: where a
+#: resumed replay goes on from (producer/resume.py).
+H_INSTRUMENT_RECORDS = "instrument-records"
 H_INSTRUMENT_ID = "instrument-id"
 H_SOURCE_PARTITION = "source-partition"
 H_SOURCE_OFFSET = "source-offset"

@@ -8,8 +8,11 @@ split across messages; with several, one publisher's event may go on in the next
 another's closes: consumers hold its records until its F_LAST, mbo_core/book/events.py).
 
 Headers: `mbo-schema: dbn.mbo`, `dbn-version: 3`, `dataset`, `symbol`, `sent-ns` (producer wall
-clock at send, ns since the epoch), `records` (the count). Where a file (or one copy of a looped
-replay) ends mid-event, the instrument's records after its last F_LAST follow as one more message
+clock at send, ns since the epoch), `records` (the count), `replay-id` (the replay; a replay resumed
+after its producer died keeps it) and `instrument-records` (records of the message's instrument
+the replay has sent, this message's included: where a resumed replay goes on from). Where a file
+(or one copy of a looped replay) ends mid-event, the instrument's records after its last F_LAST
+follow as one more message
 with header `unterminated-tail: 1` (it does not end with F_LAST): source data for the records
 table, counted as `unterminated_event_records` and never applied to a book. End of a replay: an
 empty value with header `end-of-stream: 1`, one per instrument.
@@ -28,7 +31,9 @@ from mbo_core.wire.headers import (
     H_DATASET,
     H_DBN_VERSION,
     H_END_OF_STREAM,
+    H_INSTRUMENT_RECORDS,
     H_RECORDS,
+    H_REPLAY_ID,
     H_SCHEMA,
     H_SENT_NS,
     H_SYMBOL,
@@ -42,6 +47,15 @@ from mbo_core.wire.headers import (
 RECORDS_SCHEMA = "dbn.mbo"
 
 
+def _replay_headers(replay_id: str | None, instrument_records: int) -> list[tuple[str, bytes]]:
+    if replay_id is None:
+        return []
+    return [
+        (H_REPLAY_ID, replay_id.encode()),
+        (H_INSTRUMENT_RECORDS, str(instrument_records).encode()),
+    ]
+
+
 def records_headers(
     *,
     dataset: str,
@@ -49,6 +63,8 @@ def records_headers(
     sent_ns: int,
     records: int,
     unterminated_tail: bool = False,
+    replay_id: str | None = None,
+    instrument_records: int = 0,
 ) -> list[tuple[str, bytes]]:
     headers = [
         (H_SCHEMA, RECORDS_SCHEMA.encode()),
@@ -60,11 +76,16 @@ def records_headers(
     ]
     if unterminated_tail:
         headers.append((H_UNTERMINATED_TAIL, b"1"))
-    return headers
+    return headers + _replay_headers(replay_id, instrument_records)
 
 
 def end_of_stream_headers(
-    *, dataset: str, symbol: str | None, sent_ns: int
+    *,
+    dataset: str,
+    symbol: str | None,
+    sent_ns: int,
+    replay_id: str | None = None,
+    instrument_records: int = 0,
 ) -> list[tuple[str, bytes]]:
     return [
         (H_SCHEMA, RECORDS_SCHEMA.encode()),
@@ -72,6 +93,7 @@ def end_of_stream_headers(
         (H_SYMBOL, (symbol or "").encode()),
         (H_SENT_NS, str(sent_ns).encode()),
         (H_END_OF_STREAM, b"1"),
+        *_replay_headers(replay_id, instrument_records),
     ]
 
 

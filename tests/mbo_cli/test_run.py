@@ -347,6 +347,37 @@ def test_processor_and_sink_killed_mid_replay(
     assert "restored from checkpoint" in (data / "run" / "logs" / "processor-0.log").read_text()
 
 
+def test_producer_killed_twice_mid_replay_resumes(
+    tmp_path: Path,
+    clx5_offline: tuple[list[tuple[Any, ...]], dict[tuple[int, int], dict[str, Any]]],
+) -> None:
+    """kill -9 of the producer mid-replay, twice: the supervisor restarts it, it resumes the
+    replay after what the records topic holds, and every record is in it once."""
+
+    def kill_the_producer_twice(processes: Path, run: subprocess.Popen[bytes]) -> None:
+        killed: list[int] = []
+        for _ in range(2):
+            pid = _wait_for_producer(processes, run, not_these=killed)["producer"]
+            time.sleep(1.5)  # records flow meanwhile
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    figures, data = _run_clx5_with_faults(tmp_path, 5000, kill_the_producer_twice)
+    assert figures["restarts"]["producer"] == 2
+    assert figures["records"] == 38_212  # this producer's and its predecessors'
+    assert figures["producer"]["records_already_sent"] > 0
+    rows, finals = clx5_offline
+    assert _count(data, "SELECT count() AS n FROM mbo_records FINAL") == 38_212
+    # Not one record twice under different offsets: each (ts, sequence, order) once.
+    assert _count(data, "SELECT uniqExact(source_partition, source_offset) AS n FROM mbo_records "
+                        "FINAL") == _count(data, "SELECT uniqExact(source_offset) AS n FROM "
+                                                 "mbo_records FINAL")  # fmt: skip
+    assert stored_bbo(data) == rows
+    assert_final_books(data, finals)
+    log = (data / "run" / "logs" / "producer.log").read_text()
+    assert log.count("resuming replay") == 2
+
+
 def test_broker_killed_twice_mid_replay(
     tmp_path: Path,
     clx5_offline: tuple[list[tuple[Any, ...]], dict[tuple[int, int], dict[str, Any]]],
@@ -463,13 +494,15 @@ def _count(data: Path, query: str) -> int:
     return int(json.loads(done.stdout)["n"])
 
 
-def _wait_for_producer(path: Path, run: subprocess.Popen[bytes]) -> dict[str, int]:
+def _wait_for_producer(
+    path: Path, run: subprocess.Popen[bytes], not_these: list[int] | None = None
+) -> dict[str, int]:
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert run.poll() is None, "mbo run ended early"
         if path.exists():
             children: dict[str, int] = json.loads(path.read_text())["children"]
-            if "producer" in children:
+            if "producer" in children and children["producer"] not in (not_these or []):
                 return children
         time.sleep(0.2)
     raise AssertionError("the producer never started")
