@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 from collections.abc import Iterator
+from types import FrameType
 from typing import Any, Final
 
 import uvicorn
+
+from mbo_core.shutdown import arm_stop_deadline
 
 #: The WebSocket implementation (sans-I/O websockets: flow-controlled sends, see api.feeds).
 WS_PROTOCOL: Final = "websockets-sansio"
@@ -46,7 +49,8 @@ def uvicorn_config(app: Any, host: str, port: int, **overrides: Any) -> uvicorn.
         "lifespan": "on",
         "access_log": False,
         "log_config": None,  # keep the logging mbo_core.logs set up
-        "timeout_graceful_shutdown": 5,
+        # Within mbo_core.shutdown.STOP_DEADLINE_S, which ends the process regardless.
+        "timeout_graceful_shutdown": 3,
         **overrides,
     }
     return uvicorn.Config(app, **options)
@@ -59,6 +63,11 @@ class Server(uvicorn.Server):
     (status 143) even when everything closed cleanly; the other stages exit 0 then, and
     supervisors read 143 as a crash.
     """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # The sink it may host waits on Kafka and ClickHouse: never longer than the deadline.
+        arm_stop_deadline()
+        super().handle_exit(sig, frame)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

@@ -362,7 +362,7 @@ async def _wait_drained(
 ) -> float:
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-    from mbo_core.kafka.clients import OffsetWatch  # noqa: PLC0415
+    from mbo_core.kafka.clients import OffsetWatch, bootstrap_servers  # noqa: PLC0415
 
     topics = settings.topics
     groups = settings.kafka
@@ -396,6 +396,7 @@ async def _wait_drained(
 
     deadline = time.monotonic() + timeout
     previous: tuple[Any, ...] | None = None
+    broker = _BrokerWatch(bootstrap_servers(settings))
     # One consumer and one admin client for the whole wait (see OffsetWatch).
     async with OffsetWatch(settings) as watch:
         while time.monotonic() < deadline:
@@ -403,6 +404,7 @@ async def _wait_drained(
                 raise MboError("interrupted before the pipeline drained")
             if supervisor.check():
                 await watch.reset()  # the broker was restarted: new connections
+            await broker.check()
             if supervisor.children["producer"].finished:
                 try:
                     state = await drained_state(watch)
@@ -414,7 +416,47 @@ async def _wait_drained(
                     return time.time()
                 previous = state
             await asyncio.sleep(0.5)
-    raise MboError(f"the pipeline did not drain within {timeout:.0f} s; see {supervisor.run_dir}")
+    waiting = (
+        "the producer is still replaying"
+        if not supervisor.children["producer"].finished
+        else "the consumers have not committed the end of every topic"
+    )
+    raise MboError(
+        f"the pipeline did not drain within {timeout:.0f} s: {waiting}; see "
+        f"{supervisor.run_dir / 'logs'}"
+    )
+
+
+class _BrokerWatch:
+    """Fails the drain wait once no bootstrap server answered Kafka for BROKER_AWAY_S: the
+    stages cannot make progress then, and waiting out --timeout (30 min) would only hide it."""
+
+    BROKER_AWAY_S = 30.0
+    EVERY_S = 2.0
+
+    def __init__(self, bootstrap: str) -> None:
+        self.servers = [s.rsplit(":", 1) for s in bootstrap.split(",") if s]
+        self.bootstrap = bootstrap
+        self.answered_at = time.monotonic()
+        self.asked_at = 0.0
+
+    async def check(self) -> None:
+        from mbo_core.kafka.probes import kafka_answers  # noqa: PLC0415
+
+        now = time.monotonic()
+        if now - self.asked_at < self.EVERY_S:
+            return
+        self.asked_at = now
+        for host, port in self.servers:
+            if await asyncio.to_thread(kafka_answers, host, int(port)):
+                self.answered_at = time.monotonic()
+                return
+        away = time.monotonic() - self.answered_at
+        if away > self.BROKER_AWAY_S:
+            raise MboError(
+                f"the Kafka broker at {self.bootstrap} has not answered for {away:.0f} s: no "
+                "stage can make progress (is it running? see MBO_KAFKA__BOOTSTRAP_SERVERS)"
+            )
 
 
 def _scrape(host: str, port: int) -> str:

@@ -36,6 +36,11 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+#: Loggers whose info lines say nothing a user of ours needs: aiokafka logs every assign() of a
+#: partition (the report's and a resumed producer's read-backs, each rebuild's) at info.
+QUIET_LOGGERS = ("aiokafka.consumer.subscription_state",)
+
+
 class RepeatedLogFilter(logging.Filter):
     """Lets the same warning or error line (same logger, level and text) through once per
     `interval_s`, saying how many copies it held back.
@@ -84,6 +89,8 @@ def configure_logging(settings: LogSettings, stage: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def logging_config(settings: LogSettings, stage: str) -> dict[str, Any]:
@@ -107,4 +114,5 @@ def logging_config(settings: LogSettings, stage: str) -> dict[str, Any]:
             }
         },
         "root": {"level": settings.level, "handlers": ["stderr"]},
+        "loggers": {name: {"level": "WARNING"} for name in QUIET_LOGGERS},
     }

@@ -69,6 +69,9 @@ PACED_BATCH_RECORDS = 1 << 15
 SLICE_S = 0.001
 #: Pauses longer than this wait on the stop event, so that a signal ends them at once.
 WATCHED_WAIT_S = 0.02
+#: A replay whose sends Kafka has not acknowledged for this long fails (the broker is down or
+#: unreachable) instead of waiting forever: started again, it resumes (producer.resume).
+DELIVERY_STALL_S = 60.0
 #: Room for the Kafka record batch and message framing and our headers in a produce request.
 REQUEST_OVERHEAD_BYTES = 1024
 
@@ -250,6 +253,9 @@ class _Sender:
         self.symbols = source.symbols
         self.inflight: set[asyncio.Future[Any]] = set()
         self.failure: BaseException | None = None
+        self.bootstrap = bootstrap_servers(settings)
+        #: When Kafka last acknowledged a send, or nothing was waiting (monotonic).
+        self.progress_at = time.monotonic()
         self.records = 0
         self.messages = 0
         self.markers = 0
@@ -332,12 +338,15 @@ class _Sender:
             )
         except KafkaError as exc:
             raise MboError(f"cannot send to Kafka topic {self.topic}: {exc!r}") from None
+        if not self.inflight:
+            self.progress_at = time.monotonic()
         self.inflight.add(future)
         return future
 
     def _settle(self, done: asyncio.Future[Any]) -> bool:
         """Forget a finished send; True if it was delivered."""
         self.inflight.discard(done)
+        self.progress_at = time.monotonic()
         if done.cancelled():
             self.failure = self.failure or asyncio.CancelledError()
             return False
@@ -350,12 +359,21 @@ class _Sender:
     def check(self) -> None:
         if self.failure is not None:
             raise MboError(f"delivery to Kafka topic {self.topic} failed: {self.failure!r}")
+        if self.inflight and time.monotonic() - self.progress_at > DELIVERY_STALL_S:
+            raise MboError(
+                f"Kafka at {self.bootstrap} acknowledged none of {len(self.inflight)} sends for "
+                f"{DELIVERY_STALL_S:.0f} s (broker down or unreachable?); the replay resumes "
+                "where it stopped when started again with its replay id"
+            )
 
     async def drain(self) -> None:
-        """Wait until every message sent so far is acknowledged (or failed)."""
-        await self.producer.flush()
-        if self.inflight:
-            await asyncio.wait(list(self.inflight))
+        """Wait until every message sent so far is acknowledged (or failed), but fail once
+        Kafka acknowledged nothing for DELIVERY_STALL_S."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.producer.flush(), DELIVERY_STALL_S)
+        while self.inflight:
+            self.check()
+            await asyncio.wait(list(self.inflight), timeout=1.0)
         self.check()
 
 
