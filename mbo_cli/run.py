@@ -42,6 +42,9 @@ from mbo_core.latency_log import run_latency_dir
 
 log = logging.getLogger("mbo.run")
 
+#: Longest one round of the drain wait's offset reads may take before it is asked again.
+OFFSETS_WAIT_S = 3.0
+
 
 def run(
     replay: Annotated[Path, typer.Option("--replay", help="DBN MBO file to replay.")],
@@ -407,8 +410,10 @@ async def _wait_drained(
             await broker.check()
             if supervisor.children["producer"].finished:
                 try:
-                    state = await drained_state(watch)
-                except KafkaError as exc:
+                    # Bounded: a dead broker holds a request for its whole timeout (40 s), and
+                    # the supervisor, which restarts it, runs in this loop.
+                    state = await asyncio.wait_for(drained_state(watch), OFFSETS_WAIT_S)
+                except (KafkaError, TimeoutError) as exc:
                     log.warning("reading offsets failed (%r); asking again", exc)
                     await watch.reset()
                     state = None
