@@ -129,6 +129,10 @@ class ProduceSummary:
                 f"{self.unterminated_records:,} records of events the file never closes, sent "
                 "as unterminated tails"
             )
+        if self.records_already_sent:
+            extras.append(f"resumed after {self.records_already_sent:,} records already sent")
+        if self.interrupted and self.replay_id:
+            extras.append(f"resume with --replay-id {self.replay_id}")
         tail = f" ({', '.join(extras)})" if extras else ""
         return (
             f"{state}: {self.records_sent:,} records in {self.messages:,} messages "
