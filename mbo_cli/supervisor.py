@@ -70,6 +70,8 @@ class Supervisor:
     broker: LocalBroker | None = None
     max_restarts: int = 5
     children: dict[str, Child] = field(default_factory=dict)
+    _broker_started_at: float = field(default_factory=time.monotonic)
+    _broker_failures: int = 0
 
     def start(self, name: str, args: list[str], *, restart: bool, one_shot: bool = False) -> Child:
         child = Child(name=name, args=args, restart=restart, one_shot=one_shot)
@@ -101,8 +103,9 @@ class Supervisor:
     def check(self) -> bool:
         """Restart what died and may be restarted; MboError for one that may not.
 
-        The broker first (the stages need it); True if it was restarted. A broker that dies
-        more than max_restarts times, or cannot start again, ends the run.
+        The broker first (the stages need it); True if it was restarted. A broker that died
+        more than max_restarts times in a row, each soon after its start, or cannot start
+        again, ends the run.
         """
         restarted_broker = self._check_broker()
         now = time.monotonic()
@@ -155,12 +158,20 @@ class Supervisor:
         code = broker.exit_code()
         if code is None:
             return False
-        if broker.restarts >= self.max_restarts:
+        # Like a stage: it gives up on a broker that keeps dying soon after it starts, not on
+        # one that died a few times over a long run.
+        now = time.monotonic()
+        if now - self._broker_started_at >= STABLE_AFTER_S:
+            self._broker_failures = 0
+        self._broker_failures += 1
+        if self._broker_failures > self.max_restarts:
             raise MboError(
-                f"the local broker exited with code {code} (restarted {broker.restarts} times); "
-                f"see {broker.state.log_file}"
+                f"the local broker keeps dying: exited with code {code}, "
+                f"{self._broker_failures} times in a row within {STABLE_AFTER_S:.0f} s of its "
+                f"start (restarted {broker.restarts} times); see {broker.state.log_file}"
             )
         broker.restart_if_exited()
+        self._broker_started_at = time.monotonic()
         self._write_pids()
         return True
 

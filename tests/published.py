@@ -20,14 +20,19 @@ def bbo_rows(encoded: Encoded) -> list[dict[str, Any]]:
     crossed, locked, quality {counter: int}."""
     message = decode_bbo(encoded.value, encoded.headers)
     rows = []
+    # Each flag array once (the properties compute the whole array at every access).
+    consolidated_flags = message.consolidated.tolist()
+    crossed, locked = message.crossed.tolist(), message.locked.tolist()
+    record_index = message.ext["record_index"].tolist()
+    quality = message.ext["quality"].tolist()
     for i, record in enumerate(message.records.tolist()):
-        consolidated = bool(message.consolidated[i])
+        consolidated = bool(consolidated_flags[i])
         fields = dict(zip(message.records.dtype.names or (), record, strict=True))
         ((bid_px, ask_px, bid_sz, ask_sz, bid_ct, ask_ct),) = fields["levels"]
         rows.append(
             {
                 "publisher_id": None if consolidated else fields["publisher_id"],
-                "record_index": int(message.ext["record_index"][i]),
+                "record_index": int(record_index[i]),
                 "ts_event": fields["ts_event"],
                 "ts_recv": fields["ts_recv"],
                 "sequence": None if consolidated else fields["sequence"],
@@ -37,11 +42,9 @@ def bbo_rows(encoded: Encoded) -> list[dict[str, Any]]:
                 "ask_price": _price(ask_px),
                 "ask_size": ask_sz,
                 "ask_count": ask_ct,
-                "crossed": bool(message.crossed[i]),
-                "locked": bool(message.locked[i]),
-                "quality": dict(
-                    zip(QUALITY_FIELDS, message.ext["quality"][i].tolist(), strict=True)
-                ),
+                "crossed": bool(crossed[i]),
+                "locked": bool(locked[i]),
+                "quality": dict(zip(QUALITY_FIELDS, quality[i], strict=True)),
             }
         )
     return rows
