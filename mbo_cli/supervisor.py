@@ -132,15 +132,9 @@ class Supervisor:
         keeps dying."""
         if not child.restart:
             raise MboError(f"{child.name} exited with code {code}; see {child.log_path}")
-        if now - child.started_at >= STABLE_AFTER_S:
-            child.failures = 0
-        child.failures += 1
-        if child.failures > self.max_restarts:
-            raise MboError(
-                f"{child.name} keeps dying: exited with code {code}, {child.failures} times in "
-                f"a row within {STABLE_AFTER_S:.0f} s of its start ({child.restarts} restarts); "
-                f"giving up, see {child.log_path}"
-            )
+        child.failures = self._count_death(
+            child.name, code, child.failures, child.started_at, child.restarts, child.log_path
+        )
         delay = min(BACKOFF_FIRST_S * 2 ** (child.failures - 1), BACKOFF_MAX_S)
         child.restart_at = now + delay
         log.warning(
@@ -151,6 +145,23 @@ class Supervisor:
             child.failures,
         )
 
+    def _count_death(
+        self, name: str, code: int, failures: int, started_at: float, restarts: int,
+        log_path: Path | None,
+    ) -> int:  # fmt: skip
+        """Deaths in a row after this one (each within STABLE_AFTER_S of its start); MboError
+        once they are more than max_restarts."""
+        if time.monotonic() - started_at >= STABLE_AFTER_S:
+            failures = 0
+        failures += 1
+        if failures > self.max_restarts:
+            raise MboError(
+                f"{name} keeps dying: exited with code {code}, {failures} times in a row within "
+                f"{STABLE_AFTER_S:.0f} s of its start ({restarts} restarts); giving up, see "
+                f"{log_path}"
+            )
+        return failures
+
     def _check_broker(self) -> bool:
         broker = self.broker
         if broker is None:
@@ -160,16 +171,10 @@ class Supervisor:
             return False
         # Like a stage: it gives up on a broker that keeps dying soon after it starts, not on
         # one that died a few times over a long run.
-        now = time.monotonic()
-        if now - self._broker_started_at >= STABLE_AFTER_S:
-            self._broker_failures = 0
-        self._broker_failures += 1
-        if self._broker_failures > self.max_restarts:
-            raise MboError(
-                f"the local broker keeps dying: exited with code {code}, "
-                f"{self._broker_failures} times in a row within {STABLE_AFTER_S:.0f} s of its "
-                f"start (restarted {broker.restarts} times); see {broker.state.log_file}"
-            )
+        self._broker_failures = self._count_death(
+            "the local broker", code, self._broker_failures, self._broker_started_at,
+            broker.restarts, Path(broker.state.log_file),
+        )  # fmt: skip
         broker.restart_if_exited()
         self._broker_started_at = time.monotonic()
         self._write_pids()
