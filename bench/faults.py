@@ -1,7 +1,7 @@
 """Fault harness: a replay through `mbo run` while its processes are killed, then an exact check.
 
     poetry run python -m bench.faults [--records 1000000] [--instruments 8] [--workers 2]
-                                      [--rate 15000] [--kills 20] [--stop-s 10] [--seed 7]
+                                      [--rate 8000] [--kills 20] [--stop-s 10] [--seed 7]
 
 Generates a multi-instrument file (`mbo generate`), runs `mbo run --until-drained` on it on the
 local broker and chDB, and meanwhile, at moments drawn from the seed, kill -9s a stage drawn
@@ -155,7 +155,7 @@ def inflict(
         time.sleep(0.1)
     started = time.monotonic()
     # The moments: uniform over the replay (after its first second), one of them the stop.
-    moments = sorted(rng.uniform(1.0, max(replay_s * 0.9, 2.0)) for _ in range(kills + 1))
+    moments = sorted(rng.uniform(1.0, max(replay_s * 0.8, 2.0)) for _ in range(kills + 1))
     stop_at = rng.randrange(len(moments))
     for index, moment in enumerate(moments):
         time.sleep(max(started + moment - time.monotonic(), 0.0))
@@ -244,6 +244,7 @@ def harness(
         "rate": rate,
         "seed": seed,
         "seconds": round(seconds, 1),
+        "kills_asked": kills,
         "faults": faults.summary(),
         "checked": {
             "records": records_check,
@@ -266,7 +267,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--instruments", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rate", type=float, default=15_000)
+    # 1M records at 8,000/s: a 125 s replay, room for 20 kills and their recoveries (~5 s each).
+    parser.add_argument("--rate", type=float, default=8_000)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--stop-s", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=7)
