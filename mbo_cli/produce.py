@@ -16,6 +16,10 @@ import typer
 from mbo_cli.output import atomic_output, progress_bar
 from mbo_core.errors import InputError
 
+#: Exit code when the file turned out bad during the replay (sysexits' EX_DATAERR): what was
+#: sent before stays, the replay cannot go on.
+EXIT_BAD_INPUT = 65
+
 
 def produce(
     file: Annotated[Path, typer.Argument(help="DBN MBO file (.dbn or .dbn.zst).")],
@@ -90,15 +94,21 @@ def produce(
         progress_bar(f"produce {file.name}", total=total) as advance,
         _logs_to_current_stderr(),
     ):
-        result = run_produce(
-            settings,
-            file,
-            rate=rate,
-            speed=speed,
-            loops=loop,
-            progress=lambda records: advance(records * MBO_DTYPE.itemsize),
-            replay_id=replay_id or f"mbo-produce-{uuid.uuid4().hex[:16]}",
-        )
+        try:
+            result = run_produce(
+                settings,
+                file,
+                rate=rate,
+                speed=speed,
+                loops=loop,
+                progress=lambda records: advance(records * MBO_DTYPE.itemsize),
+                replay_id=replay_id or f"mbo-produce-{uuid.uuid4().hex[:16]}",
+            )
+        except InputError as exc:
+            # The file went bad after it was checked (mid-way): starting again cannot help,
+            # unlike a Kafka failure; a distinct code tells a supervisor so (mbo run).
+            print(f"mbo: error: {exc}", file=sys.stderr)
+            sys.exit(EXIT_BAD_INPUT)
     if summary is not None:
         with atomic_output(summary) as out:
             assert out is not None

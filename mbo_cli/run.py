@@ -36,6 +36,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mbo_cli.produce import EXIT_BAD_INPUT
 from mbo_cli.supervisor import Supervisor, mbo_command
 from mbo_core.errors import InputError, MboError
 from mbo_core.latency_log import run_latency_dir
@@ -141,10 +142,19 @@ def run(
             return
         figures = _drain_and_report(supervisor, settings, ports, stop, timeout)
         _say_dead_letters(figures["dead_letters"], settings.topics.dead_letter.name)
+        replay_error = supervisor.children["producer"].error
+        if replay_error is not None:
+            # What was sent before the file went bad is in every table: a partial load.
+            figures["partial"] = {"error": replay_error}
     text = json.dumps(figures, indent=1)
     if report is not None:
         report.write_text(text + "\n")
     print(text)
+    if "partial" in figures:
+        raise InputError(
+            f"the replay stopped part-way: {figures['partial']['error']}; what was sent before "
+            "is loaded (the report says partial)"
+        )
 
 
 def _stage_environment(
@@ -298,6 +308,7 @@ def _start_stages(
          "--replay-id", replay_id],
         restart=True,
         one_shot=True,
+        final_codes=frozenset({EXIT_BAD_INPUT}),
     )  # fmt: skip
     (run_dir / "ports.json").write_text(json.dumps(ports))
     return ports
@@ -354,8 +365,14 @@ def _stop_on_signals() -> list[int]:
 
 def _serve_until_stopped(supervisor: Supervisor, stop: list[int]) -> None:
     print("mbo run: serving; Ctrl-C stops every stage", file=sys.stderr)
+    said = False
     while not stop:
         supervisor.check()
+        error = supervisor.children["producer"].error
+        if error is not None and not said:
+            said = True
+            print(f"mbo run: the replay stopped part-way: {error}; serving what was loaded",
+                  file=sys.stderr)  # fmt: skip
         time.sleep(0.5)
     print("mbo run: stopping", file=sys.stderr)
 

@@ -30,6 +30,17 @@ STOP_TIMEOUT_S = 8.0
 STABLE_AFTER_S = 60.0
 
 
+def _last_error(log_path: Path | None) -> str | None:
+    """The last `mbo: error: ...` line of a child's log, without the prefix."""
+    if log_path is None or not log_path.exists():
+        return None
+    with log_path.open("rb") as f:
+        f.seek(max(f.seek(0, os.SEEK_END) - 8192, 0))
+        tail = f.read().decode(errors="replace").splitlines()
+    errors = [line for line in tail if line.startswith("mbo: error: ")]
+    return errors[-1].removeprefix("mbo: error: ") if errors else None
+
+
 def mbo_command(*args: str) -> list[str]:
     """The command line of `mbo ARGS...` run by this Python (no console script needed)."""
     return [sys.executable, "-m", "mbo_cli.main", *args]
@@ -43,6 +54,10 @@ class Child:
     args: list[str]
     restart: bool  # restart when it dies unexpectedly (stages that recover their state)
     one_shot: bool = False  # its work ends: exit 0 means done (the producer), not a death
+    #: Exit codes after which it is not restarted: the work cannot go on (bad input mid-way).
+    final_codes: frozenset[int] = frozenset()
+    #: Why it ended for good with one of final_codes: its log's last error line.
+    error: str | None = None
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     log_path: Path | None = None
@@ -73,8 +88,17 @@ class Supervisor:
     _broker_started_at: float = field(default_factory=time.monotonic)
     _broker_failures: int = 0
 
-    def start(self, name: str, args: list[str], *, restart: bool, one_shot: bool = False) -> Child:
-        child = Child(name=name, args=args, restart=restart, one_shot=one_shot)
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        restart: bool,
+        one_shot: bool = False,
+        final_codes: frozenset[int] = frozenset(),
+    ) -> Child:
+        child = Child(name=name, args=args, restart=restart, one_shot=one_shot,
+                      final_codes=final_codes)  # fmt: skip
         self.children[name] = child
         self._spawn(child)
         return child
@@ -123,6 +147,11 @@ class Supervisor:
                 continue
             if code == 0 and (child.one_shot or not child.restart):
                 child.finished = True
+                continue
+            if code in child.final_codes:
+                child.finished = True
+                child.error = _last_error(child.log_path) or f"exited with code {code}"
+                log.error("%s stopped for good: %s", child.name, child.error)
                 continue
             self._schedule_restart(child, code, now)
         return restarted_broker

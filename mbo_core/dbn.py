@@ -95,6 +95,13 @@ class MboFile:
                     yield records
             if decoder is not None and decoder.buffer():
                 raise InputError(f"{self.path}: truncated: the last record is cut off")
+            read = consumed()
+            if read != self.file_size:
+                # Cut (or grown) since it was opened and checked: its end is not the one seen.
+                raise InputError(
+                    f"{self.path}: changed while being read: {read:,} bytes read, "
+                    f"{self.file_size:,} when it was opened"
+                )
 
 
 def open_mbo(path: Path | str) -> MboFile:

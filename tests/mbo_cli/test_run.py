@@ -403,6 +403,37 @@ def test_poison_messages_mid_replay_are_dead_lettered(
     assert log.count("dead-lettered mbo.records") == 4
 
 
+def test_a_file_cut_mid_replay_stops_it_with_a_partial_report(tmp_path: Path) -> None:
+    """The file passes the check, then is cut while the producer replays it: mbo run says why
+    in one line and exits 2, the producer is not restarted, and the report marks the load
+    partial with what got in."""
+    source = generate(tmp_path / "cut-later.dbn", instruments=2, records=200_000, seed=4)
+    data = tmp_path / "data"
+    report = tmp_path / "report.json"
+    run = subprocess.Popen(
+        [MBO, "run", "--replay", str(source), "--rate", "20000", "--until-drained",
+         "--data-dir", str(data), "--report", str(report), "--timeout", "300"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        _wait_for_producer(data / "run" / "processes.json", run)
+        time.sleep(2)
+        size = source.stat().st_size
+        with source.open("r+b") as f:
+            f.truncate(size - (size // 2) // 56 * 56)  # whole records off its end
+        _, stderr = run.communicate(timeout=300)
+    finally:
+        if run.poll() is None:
+            run.kill()
+    text = stderr.decode()
+    assert run.returncode == 2, text[-3000:]
+    assert "the replay stopped part-way" in text and "changed while being read" in text
+    figures = json.loads(report.read_text())
+    assert "changed while being read" in figures["partial"]["error"]
+    assert figures["restarts"]["producer"] == 0
+    assert 0 < figures["rows"]["mbo_records"] < 200_000
+
+
 def _running_broker(processes: Path, not_these: list[int]) -> int:
     """The pid of the run's broker once it is none of `not_these` (i.e. restarted)."""
     deadline = time.monotonic() + 120
