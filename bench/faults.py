@@ -14,8 +14,8 @@ row; the final books.
 
 Prints one JSON object: kills by stage, recovery time (kill -> the replacement process serving
 its port) p50 and max, the stop, the rows checked and what differed, the run's report.
-A stage is never killed twice within mbo_cli.supervisor.STABLE_AFTER_S of its restart more
-than the supervisor allows: the harness tests recovery, not the crash-loop limit.
+A stage is killed at most KILLS_PER_WINDOW times within mbo_cli.supervisor.STABLE_AFTER_S, well
+below the deaths in a row the supervisor allows: the harness tests recovery, not that limit.
 """
 
 from __future__ import annotations
@@ -36,7 +36,12 @@ from typing import Any
 
 import numpy as np
 
+from mbo_cli.supervisor import STABLE_AFTER_S
+
 MBO = [sys.executable, "-m", "mbo_cli.main"]
+#: Kills of one stage within mbo_cli.supervisor.STABLE_AFTER_S: well below the deaths in a row
+#: after which the supervisor gives up on it (the harness tests recovery, not that limit).
+KILLS_PER_WINDOW = 3
 #: Longest wait for a killed stage to be back before the harness gives up on the run.
 RECOVERY_TIMEOUT_S = 120.0
 
@@ -148,6 +153,7 @@ def inflict(
     run_dir = data_dir / "run"
     rng = random.Random(seed)
     faults = Faults()
+    killed: dict[str, list[float]] = {}  # monotonic kill times by stage
     deadline = time.monotonic() + 600
     while "producer" not in _processes(run_dir):
         if run.poll() is not None or time.monotonic() > deadline:
@@ -160,7 +166,13 @@ def inflict(
     for index, moment in enumerate(moments):
         time.sleep(max(started + moment - time.monotonic(), 0.0))
         pids = _processes(run_dir)
-        stages = sorted(s for s in pids if s != "producer" or not _producer_done(run_dir))
+        now = time.monotonic()
+        stages = sorted(
+            s
+            for s in pids
+            if (s != "producer" or not _producer_done(run_dir))
+            and sum(now - t < STABLE_AFTER_S for t in killed.get(s, [])) < KILLS_PER_WINDOW
+        )
         if run.poll() is not None or not stages:
             break
         stage = rng.choice(stages)
@@ -174,6 +186,7 @@ def inflict(
             continue
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
+        killed.setdefault(stage, []).append(killed_at)
         recovered = _wait_recovered(run, run_dir, data_dir, stage, pid, killed_at)
         at = round(killed_at - started, 2)
         recovery = None if recovered is None else round(recovered, 2)

@@ -48,7 +48,7 @@ def _provision(settings: Settings) -> None:
     from mbo_core.kafka.topics import ensure_topics, topic_specs  # noqa: PLC0415
     from mbo_core.storage import clickhouse  # noqa: PLC0415
 
-    created = set(asyncio.run(ensure_topics(settings)))
+    created = set(asyncio.run(ensure_topics(settings, wait_s=0)))  # init retries itself
     for spec in topic_specs(settings):
         verb = "created" if spec.name in created else "exists"
         plural = "s" if spec.partitions != 1 else ""

@@ -112,6 +112,12 @@ class KafkaSettings(_Group):
         default="none",
         description="Producer compression; snappy/lz4/zstd need their Python codec installed.",
     )
+    startup_wait_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a stage starting while the brokers do not answer (restarting, "
+        "not up yet) retries, with backoff, before it fails (s); 0: fail at once.",
+    )
     request_timeout_ms: int = Field(
         default=40_000,
         ge=1000,

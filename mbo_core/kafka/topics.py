@@ -19,6 +19,7 @@ checkpoint (book_processor.checkpoint).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from aiokafka.errors import KafkaError
 from mbo_core.errors import MboError
 from mbo_core.kafka.clients import bootstrap_servers, make_admin
 from mbo_core.settings import Settings, TopicSettings
+
+log = logging.getLogger("mbo.topics")
 
 _TOPIC_ALREADY_EXISTS = 36
 #: How long a freshly created topic may take to show all its partitions in metadata.
@@ -67,6 +70,39 @@ def topic_specs(settings: Settings) -> tuple[TopicSpec, ...]:
         _spec(topics.snapshots, "snapshots", replication),
         _spec(topics.dead_letter, "dead_letter", replication),
     )
+
+
+#: Waits between two attempts to reach the brokers at start: doubling from the first to the max.
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 5.0
+
+
+async def _started_admin(settings: Settings, wait_s: float) -> AIOKafkaAdminClient:
+    """A started admin client, retrying for wait_s while the brokers do not answer."""
+    deadline = time.monotonic() + wait_s
+    pause = _RETRY_FIRST_S
+    while True:
+        admin = make_admin(settings, "topics")
+        try:
+            await admin.start()
+        except KafkaError as exc:
+            await admin.close()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                waited = f" for {wait_s:.0f} s" if wait_s else ""
+                raise MboError(
+                    f"cannot reach Kafka at {bootstrap_servers(settings)}{waited}: {exc}"
+                ) from None
+            log.warning(
+                "Kafka at %s does not answer (%s); trying again for %.0f s more",
+                bootstrap_servers(settings),
+                type(exc).__name__,
+                left,
+            )
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, _RETRY_MAX_S)
+            continue
+        return admin
 
 
 async def _partition_counts(admin: AIOKafkaAdminClient, names: Iterable[str]) -> dict[str, int]:
@@ -117,21 +153,23 @@ async def _wait_visible(admin: AIOKafkaAdminClient, specs: list[TopicSpec]) -> d
         await asyncio.sleep(0.1)
 
 
-async def ensure_topics(settings: Settings, specs: Iterable[TopicSpec] | None = None) -> list[str]:
+async def ensure_topics(
+    settings: Settings, specs: Iterable[TopicSpec] | None = None, *, wait_s: float | None = None
+) -> list[str]:
     """Create the missing topics with their final partition count; leave existing ones alone.
 
-    Idempotent. Returns the names it created. Raises MboError if an existing topic has another
-    partition count than configured (Kafka cannot shrink it, and growing it would break keyed
-    order) or if the broker cannot be reached or refuses a creation. Topic configs of existing
-    topics are left as they are (an operator may have changed a retention on purpose).
+    Idempotent. Returns the names it created. Every stage calls it first, so it is also where a
+    stage waits for brokers that do not answer yet: for wait_s (default
+    MBO_KAFKA__STARTUP_WAIT_S), retrying with backoff. Raises MboError if an existing topic has
+    another partition count than configured (Kafka cannot shrink it, and growing it would break
+    keyed order) or if the broker cannot be reached in time or refuses a creation. Topic configs
+    of existing topics are left as they are (an operator may have changed a retention on
+    purpose).
     """
     wanted = list(topic_specs(settings) if specs is None else specs)
-    admin = make_admin(settings, "topics")
-    try:
-        await admin.start()
-    except KafkaError as exc:
-        await admin.close()
-        raise MboError(f"cannot reach Kafka at {bootstrap_servers(settings)}: {exc}") from None
+    admin = await _started_admin(
+        settings, settings.kafka.startup_wait_s if wait_s is None else wait_s
+    )
     try:
         existing = set(await admin.list_topics())
         missing = [spec for spec in wanted if spec.name not in existing]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -73,5 +74,15 @@ def test_partition_count_mismatch_is_detected(infra_settings: Settings) -> None:
 
 def test_unreachable_broker_is_a_readable_error() -> None:
     closed = make_settings(kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}"})
-    with pytest.raises(MboError, match=r"cannot reach Kafka at 127\.0\.0\.1:"):
+    with pytest.raises(MboError, match=r"cannot reach Kafka at 127\.0\.0\.1:\d+: "):
+        asyncio.run(ensure_topics(closed, wait_s=0))
+
+
+def test_a_stage_waits_for_a_broker_that_is_not_up_yet_then_says_for_how_long() -> None:
+    closed = make_settings(
+        kafka={"bootstrap_servers": f"127.0.0.1:{free_port()}", "startup_wait_s": 1.5}
+    )
+    started = time.monotonic()
+    with pytest.raises(MboError, match=r"cannot reach Kafka at 127\.0\.0\.1:\d+ for 2 s"):
         asyncio.run(ensure_topics(closed))
+    assert 1.5 <= time.monotonic() - started < 10
