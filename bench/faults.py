@@ -14,8 +14,8 @@ row; the final books.
 
 Prints one JSON object: kills by stage, recovery time (kill -> the replacement process serving
 its port) p50 and max, the stop, the rows checked and what differed, the run's report.
-A stage is killed at most KILLS_PER_WINDOW times within mbo_cli.supervisor.STABLE_AFTER_S, well
-below the deaths in a row the supervisor allows: the harness tests recovery, not that limit.
+A stage is killed at most KILLS_PER_WINDOW times within mbo_cli.supervisor.CRASH_WINDOW_S,
+below the deaths the supervisor allows there: the harness tests recovery, not that limit.
 """
 
 from __future__ import annotations
@@ -36,11 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from mbo_cli.supervisor import STABLE_AFTER_S
+from mbo_cli.supervisor import CRASH_WINDOW_S
 
 MBO = [sys.executable, "-m", "mbo_cli.main"]
-#: Kills of one stage within mbo_cli.supervisor.STABLE_AFTER_S: well below the deaths in a row
-#: after which the supervisor gives up on it (the harness tests recovery, not that limit).
+#: Kills of one stage within mbo_cli.supervisor.CRASH_WINDOW_S: well below the deaths after
+#: which the supervisor gives up on it (the harness tests recovery, not that limit).
 KILLS_PER_WINDOW = 3
 #: Longest wait for a killed stage to be back before the harness gives up on the run.
 RECOVERY_TIMEOUT_S = 120.0
@@ -171,7 +171,7 @@ def inflict(
             s
             for s in pids
             if (s != "producer" or not _producer_done(run_dir))
-            and sum(now - t < STABLE_AFTER_S for t in killed.get(s, [])) < KILLS_PER_WINDOW
+            and sum(now - t < CRASH_WINDOW_S for t in killed.get(s, [])) < KILLS_PER_WINDOW
         )
         if run.poll() is not None or not stages:
             break

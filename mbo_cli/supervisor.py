@@ -26,8 +26,9 @@ BACKOFF_MAX_S = 15.0
 #: How long a stage may take to stop after SIGTERM before it is killed (stages end themselves
 #: after mbo_core.shutdown.STOP_DEADLINE_S; this is the backstop).
 STOP_TIMEOUT_S = 8.0
-#: A stage that ran this long before it died was not crash-looping: its backoff starts over.
-STABLE_AFTER_S = 60.0
+#: The window of a crash loop: more than max_restarts deaths of one process within it and the
+#: run gives up on it; its backoff doubles with each death still in the window.
+CRASH_WINDOW_S = 60.0
 
 
 def _last_error(log_path: Path | None) -> str | None:
@@ -62,8 +63,7 @@ class Child:
     restarts: int = 0
     log_path: Path | None = None
     finished: bool = False  # exited 0 on its own (e.g. the producer at the end of the file)
-    started_at: float = 0.0  # monotonic
-    failures: int = 0  # deaths in a row, each within STABLE_AFTER_S of its start
+    deaths: list[float] = field(default_factory=list)  # monotonic, within CRASH_WINDOW_S
     restart_at: float | None = None  # monotonic time of the restart scheduled after a death
 
 
@@ -72,9 +72,10 @@ class Supervisor:
     """Runs `mbo <stage> ...` children with a shared environment and restarts the ones that may,
     and the run's local broker when it has one.
 
-    A stage that dies is restarted after a backoff (BACKOFF_FIRST_S, doubling to BACKOFF_MAX_S)
-    while it keeps dying soon after it starts; once it died max_restarts + 1 times in a row the
-    run gives up with an error naming it and its log.
+    A stage that dies is restarted after a backoff (BACKOFF_FIRST_S, doubling to BACKOFF_MAX_S
+    with each of its deaths in the last CRASH_WINDOW_S); once it died more than max_restarts
+    times within that window (a crash loop) the run gives up with an error naming it and its
+    log.
 
     Their pids (the broker's too) are kept in `<run_dir>/processes.json` (read by people and by
     the restart tests).
@@ -85,8 +86,7 @@ class Supervisor:
     broker: LocalBroker | None = None
     max_restarts: int = 5
     children: dict[str, Child] = field(default_factory=dict)
-    _broker_started_at: float = field(default_factory=time.monotonic)
-    _broker_failures: int = 0
+    _broker_deaths: list[float] = field(default_factory=list)
 
     def start(
         self,
@@ -107,7 +107,6 @@ class Supervisor:
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         child.log_path = logs / f"{child.name}.log"
-        child.started_at = time.monotonic()
         child.restart_at = None
         out = child.log_path.open("ab")
         try:
@@ -128,8 +127,7 @@ class Supervisor:
         """Restart what died and may be restarted; MboError for one that may not.
 
         The broker first (the stages need it); True if it was restarted. A broker that died
-        more than max_restarts times in a row, each soon after its start, or cannot start
-        again, ends the run.
+        more than max_restarts times within CRASH_WINDOW_S, or cannot start again, ends the run.
         """
         restarted_broker = self._check_broker()
         now = time.monotonic()
@@ -161,35 +159,31 @@ class Supervisor:
         keeps dying."""
         if not child.restart:
             raise MboError(f"{child.name} exited with code {code}; see {child.log_path}")
-        child.failures = self._count_death(
-            child.name, code, child.failures, child.started_at, child.restarts, child.log_path
-        )
-        delay = min(BACKOFF_FIRST_S * 2 ** (child.failures - 1), BACKOFF_MAX_S)
+        deaths = self._count_death(child.name, code, child.deaths, child.restarts, child.log_path)
+        delay = min(BACKOFF_FIRST_S * 2 ** (deaths - 1), BACKOFF_MAX_S)
         child.restart_at = now + delay
         log.warning(
-            "%s exited with code %d: restarting in %.1f s (death %d in a row)",
+            "%s exited with code %d: restarting in %.1f s (%d deaths in %.0f s)",
             child.name,
             code,
             delay,
-            child.failures,
+            deaths,
+            CRASH_WINDOW_S,
         )
 
     def _count_death(
-        self, name: str, code: int, failures: int, started_at: float, restarts: int,
-        log_path: Path | None,
-    ) -> int:  # fmt: skip
-        """Deaths in a row after this one (each within STABLE_AFTER_S of its start); MboError
-        once they are more than max_restarts."""
-        if time.monotonic() - started_at >= STABLE_AFTER_S:
-            failures = 0
-        failures += 1
-        if failures > self.max_restarts:
+        self, name: str, code: int, deaths: list[float], restarts: int, log_path: Path | None
+    ) -> int:
+        """Record a death in `deaths` (kept to the last CRASH_WINDOW_S); how many there are now.
+        MboError once they are more than max_restarts: a crash loop."""
+        now = time.monotonic()
+        deaths[:] = [t for t in deaths if now - t < CRASH_WINDOW_S] + [now]
+        if len(deaths) > self.max_restarts:
             raise MboError(
-                f"{name} keeps dying: exited with code {code}, {failures} times in a row within "
-                f"{STABLE_AFTER_S:.0f} s of its start ({restarts} restarts); giving up, see "
-                f"{log_path}"
+                f"{name} keeps dying: exited with code {code}, {len(deaths)} times within "
+                f"{CRASH_WINDOW_S:.0f} s ({restarts} restarts); giving up, see {log_path}"
             )
-        return failures
+        return len(deaths)
 
     def _check_broker(self) -> bool:
         broker = self.broker
@@ -200,12 +194,11 @@ class Supervisor:
             return False
         # Like a stage: it gives up on a broker that keeps dying soon after it starts, not on
         # one that died a few times over a long run.
-        self._broker_failures = self._count_death(
-            "the local broker", code, self._broker_failures, self._broker_started_at,
-            broker.restarts, Path(broker.state.log_file),
+        self._count_death(
+            "the local broker", code, self._broker_deaths, broker.restarts,
+            Path(broker.state.log_file),
         )  # fmt: skip
         broker.restart_if_exited()
-        self._broker_started_at = time.monotonic()
         self._write_pids()
         return True
 
