@@ -18,9 +18,10 @@ from mbo_core.shutdown import arm_stop_deadline
 log = logging.getLogger("book_processor")
 
 
-class _Worker(faust.Worker):
-    """Faust's worker, ending itself STOP_DEADLINE_S after SIGTERM/SIGINT (mbo_core.shutdown):
-    its shutdown commits, flushes and leaves the group, each of which waits for the broker."""
+class Worker(faust.Worker):
+    """Faust's worker (named alike: its log lines say `[^Worker]`), ending itself
+    STOP_DEADLINE_S after SIGTERM/SIGINT (mbo_core.shutdown): its shutdown commits, flushes and
+    leaves the group, each of which waits for the broker."""
 
     def _on_sigint(self) -> None:
         arm_stop_deadline()
@@ -44,7 +45,7 @@ def run_worker(
     freeze_heap()  # the start-up heap (Faust, aiokafka, numba) is never walked again
     # A fresh loop for Faust: asyncio.run above closed the one it made.
     asyncio.set_event_loop(asyncio.new_event_loop())
-    worker = _Worker(
+    worker = Worker(
         app,
         loglevel=settings.log.level.lower(),
         quiet=True,
