@@ -66,6 +66,40 @@ _PORT_ATTEMPTS = 3
 _SOURCE_ROOT = Path(__file__).resolve().parents[2]
 
 
+@dataclass(frozen=True)
+class NodeFiles:
+    """The files of one Kafka JVM, all under its directory: the local broker's `<data_dir>/kafka`
+    or a node's of mbo_core.kafka.cluster (`<data_dir>/kafka-cluster/node-<i>`), which runs its
+    nodes with this module's code."""
+
+    directory: Path
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "server.properties"
+
+    @property
+    def log4j2(self) -> Path:
+        return self.directory / "log4j2.properties"
+
+    @property
+    def storage(self) -> Path:
+        """log.dirs: every topic's segments and the KRaft metadata log."""
+        return self.directory / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.directory / "logs"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
+
+    @property
+    def stdout_log(self) -> Path:
+        return self.logs / "stdout.log"
+
+
 class BrokerAlreadyRunningError(MboError):
     """start_broker found a live broker for this data dir; `state` says where it is."""
 
@@ -125,13 +159,17 @@ def _cluster_file(settings: Settings) -> Path:
     return broker_dir(settings) / "cluster.json"
 
 
+def _files(settings: Settings) -> NodeFiles:
+    return NodeFiles(broker_dir(settings))
+
+
 def storage_dir(settings: Settings) -> Path:
     """Kafka's log.dirs: every topic's segments and the KRaft metadata log."""
-    return broker_dir(settings) / "data"
+    return _files(settings).storage
 
 
 def log_file(settings: Settings) -> Path:
-    return broker_dir(settings) / "logs" / "server.log"
+    return _files(settings).server_log
 
 
 def _write_atomically(path: Path, content: str | bytes) -> None:
@@ -170,10 +208,14 @@ def _remove_state(settings: Settings, state: BrokerState) -> None:
         state_file(settings).unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def _locked(settings: Settings) -> Iterator[None]:
+def _locked(settings: Settings) -> contextlib.AbstractContextManager[None]:
     """Serialises start/stop for one data dir across processes."""
-    directory = broker_dir(settings)
+    return _locked_dir(broker_dir(settings))
+
+
+@contextlib.contextmanager
+def _locked_dir(directory: Path) -> Iterator[None]:
+    """An exclusive flock on `directory`/lock for the block, across processes."""
     directory.mkdir(parents=True, exist_ok=True)
     with (directory / "lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -230,8 +272,13 @@ def _proc_state(pid: int) -> str | None:
 
 def _is_our_broker(state: BrokerState) -> bool:
     """True if state.pid is alive and is the broker we started (not a recycled pid)."""
+    return _is_our_process(state.pid, state.config_file)
+
+
+def _is_our_process(pid: int, config_file: str) -> bool:
+    """True if `pid` is alive and runs Kafka on `config_file` (not a recycled pid)."""
     try:
-        os.kill(state.pid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
@@ -239,13 +286,13 @@ def _is_our_broker(state: BrokerState) -> bool:
     if not Path("/proc").is_dir():
         return True  # no /proc to check identity: trust the pid
     # A detached broker's parent may be an init that never reaps: a zombie is a dead broker.
-    if _proc_state(state.pid) in (None, "Z", "X"):
+    if _proc_state(pid) in (None, "Z", "X"):
         return False
     try:
-        cmdline = Path(f"/proc/{state.pid}/cmdline").read_bytes().split(b"\0")
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return state.config_file.encode() in cmdline
+    return config_file.encode() in cmdline
 
 
 def broker_status(settings: Settings) -> BrokerStatus:
@@ -266,30 +313,30 @@ def new_cluster_id() -> str:
             return text
 
 
-def server_properties(settings: Settings, cluster: Cluster) -> str:
-    """The broker's configuration: one combined KRaft node on loopback, sized for 2 cores."""
-    listener = f"PLAINTEXT://{BROKER_HOST}:{cluster.port}"
-    config = {
+def kraft_node_config(
+    node_id: int, port: int, controller_port: int, voters: str, storage: Path
+) -> dict[str, object]:
+    """Who and where one combined KRaft node (broker and controller) is, on loopback; `voters`:
+    controller.quorum.voters, `id@host:port` of every controller, this one's included."""
+    listener = f"PLAINTEXT://{BROKER_HOST}:{port}"
+    return {
         "process.roles": "broker,controller",
-        "node.id": NODE_ID,
-        # A static quorum of one: the ports may change between starts (a taken port).
-        "controller.quorum.voters": f"{NODE_ID}@{BROKER_HOST}:{cluster.controller_port}",
-        "listeners": f"{listener},CONTROLLER://{BROKER_HOST}:{cluster.controller_port}",
+        "node.id": node_id,
+        # A static quorum: the ports may change between starts of every node (a taken port),
+        # and a static voter set needs nothing but this line in each node's configuration.
+        "controller.quorum.voters": voters,
+        "listeners": f"{listener},CONTROLLER://{BROKER_HOST}:{controller_port}",
         "advertised.listeners": listener,
         "controller.listener.names": "CONTROLLER",
         "inter.broker.listener.name": "PLAINTEXT",
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "log.dirs": storage_dir(settings),
-        # One node: every internal topic has one replica.
-        "offsets.topic.replication.factor": 1,
-        "offsets.topic.num.partitions": 4,
-        "transaction.state.log.replication.factor": 1,
-        "transaction.state.log.min.isr": 1,
-        "transaction.state.log.num.partitions": 1,
-        "share.coordinator.state.topic.replication.factor": 1,
-        "share.coordinator.state.topic.min.isr": 1,
-        "default.replication.factor": 1,
-        "min.insync.replicas": 1,
+        "log.dirs": storage,
+    }
+
+
+def local_node_tuning() -> dict[str, object]:
+    """What every local Kafka node runs with, the single broker's and a cluster's alike."""
+    return {
         # Code that relies on auto-creation must fail here as it would in production.
         "auto.create.topics.enable": "false",
         "num.partitions": 1,
@@ -307,12 +354,43 @@ def server_properties(settings: Settings, cluster: Cluster) -> str:
         "num.recovery.threads.per.data.dir": 2,
         "background.threads": 4,
     }
+
+
+def properties_text(config: dict[str, object]) -> str:
     return "".join(f"{key}={value}\n" for key, value in config.items())
+
+
+def server_properties(settings: Settings, cluster: Cluster) -> str:
+    """The broker's configuration: one combined KRaft node on loopback, sized for 2 cores."""
+    node = kraft_node_config(
+        NODE_ID,
+        cluster.port,
+        cluster.controller_port,
+        f"{NODE_ID}@{BROKER_HOST}:{cluster.controller_port}",
+        storage_dir(settings),
+    )
+    # One node: every internal topic has one replica.
+    replication = {
+        "offsets.topic.replication.factor": 1,
+        "offsets.topic.num.partitions": 4,
+        "transaction.state.log.replication.factor": 1,
+        "transaction.state.log.min.isr": 1,
+        "transaction.state.log.num.partitions": 1,
+        "share.coordinator.state.topic.replication.factor": 1,
+        "share.coordinator.state.topic.min.isr": 1,
+        "default.replication.factor": 1,
+        "min.insync.replicas": 1,
+    }
+    return properties_text({**node, **replication, **local_node_tuning()})
 
 
 def log4j2_properties(settings: Settings) -> str:
     """Kafka's log to logs/server.log (50 MB x 4 at most); noisy request loggers at WARN."""
-    logs = log_file(settings)
+    return log4j2_config(log_file(settings))
+
+
+def log4j2_config(logs: Path) -> str:
+    """Kafka's log to `logs` (50 MB x 4 at most); noisy request loggers at WARN."""
     return "\n".join(
         [
             "status = warn",
@@ -358,10 +436,13 @@ def _jvm_command(
     *args: str,
     heap: tuple[str, str] | None = None,
     write_archive: Path | None = None,
+    files: NodeFiles | None = None,
 ) -> list[str]:
     """java ... main_class args; heap: (-Xms, -Xmx) values, default MBO_BROKER__HEAP_MB both.
-    Uses the class archive when there is one; write_archive: record one there at exit."""
+    Uses the class archive when there is one; write_archive: record one there at exit.
+    files: the node whose logging configuration and log dir it uses (default: the broker's)."""
     initial, maximum = heap or (f"{settings.broker.heap_mb}m",) * 2
+    files = files or _files(settings)
     return [
         java_executable(settings),
         *_archive_flags(settings, write_to=write_archive),
@@ -379,8 +460,8 @@ def _jvm_command(
         "-XX:+ExplicitGCInvokesConcurrent",
         "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={broker_dir(settings) / 'log4j2.properties'}",
-        f"-Dkafka.logs.dir={log_file(settings).parent}",
+        f"-Dlog4j2.configurationFile={files.log4j2}",
+        f"-Dkafka.logs.dir={files.logs}",
         "-cp",
         f"{kafka_libs(settings)}/*",
         main_class,
@@ -426,14 +507,10 @@ def _prepare(settings: Settings, *, new_ports: bool) -> Cluster:
         cluster = replace(cluster, controller_port=free_port())
     if cluster != recorded:
         _write_json(_cluster_file(settings), asdict(cluster))
-    config = directory / "server.properties"
-    config.write_text(server_properties(settings, cluster))
-    (directory / "log4j2.properties").write_text(log4j2_properties(settings))
-    if not (storage_dir(settings) / "meta.properties").exists():
-        if storage_template(settings).exists():
-            _format_from_template(settings, cluster)
-        else:
-            _format_storage(settings, cluster, config)
+    files = _files(settings)
+    files.config.write_text(server_properties(settings, cluster))
+    files.log4j2.write_text(log4j2_properties(settings))
+    format_storage(settings, files, NODE_ID, cluster.cluster_id)
     return cluster
 
 
@@ -445,33 +522,47 @@ def storage_template(settings: Settings) -> Path:
     return libs.parent / _STORAGE_TEMPLATE.format(version=kafka_version(settings))
 
 
-def _format_from_template(settings: Settings, cluster: Cluster) -> None:
+def format_storage(settings: Settings, files: NodeFiles, node_id: int, cluster_id: str) -> None:
+    """Format the node's log dir once (nothing if it is formatted): from the storage template
+    when there is one, else with the storage tool, which reads files.config (write it first).
+
+    The template holds no ids, so it formats any node of a cluster with a static voter set too
+    (the tool writes the same bootstrap.checkpoint there, timestamps and CRCs aside)."""
+    if (files.storage / "meta.properties").exists():
+        return
+    if storage_template(settings).exists():
+        _format_from_template(settings, files.storage, node_id, cluster_id)
+    else:
+        _format_storage(settings, files, cluster_id)
+
+
+def _format_from_template(settings: Settings, storage: Path, node_id: int, cluster_id: str) -> None:
     """Format a new log dir as `kafka-storage format` does: its bootstrap.checkpoint (the
     template's bytes) and meta.properties (version 1: node, cluster and a new directory id).
     0.6 CPU-s and 0.5 s less than starting the tool's JVM for every new data dir (a fresh
     `mbo run`, every test's broker). meta.properties goes last: it marks the dir formatted."""
-    storage = storage_dir(settings)
     storage.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(storage_template(settings), storage / _BOOTSTRAP)
     _write_atomically(
         storage / "meta.properties",
         f"#\n#{time.strftime('%a %b %d %H:%M:%S UTC %Y', time.gmtime())}\n"
-        f"node.id={NODE_ID}\ndirectory.id={new_cluster_id()}\nversion=1\n"
-        f"cluster.id={cluster.cluster_id}\n",
+        f"node.id={node_id}\ndirectory.id={new_cluster_id()}\nversion=1\n"
+        f"cluster.id={cluster_id}\n",
     )
-    log.info("formatted Kafka storage in %s (cluster %s)", storage, cluster.cluster_id)
+    log.info("formatted Kafka storage in %s (cluster %s)", storage, cluster_id)
 
 
-def _format_storage(settings: Settings, cluster: Cluster, config: Path) -> None:
+def _format_storage(settings: Settings, files: NodeFiles, cluster_id: str) -> None:
     command = _jvm_command(
         settings,
         "kafka.tools.StorageTool",
         "format",
-        f"--cluster-id={cluster.cluster_id}",
+        f"--cluster-id={cluster_id}",
         "--config",
-        str(config),
+        str(files.config),
         "--ignore-formatted",
         heap=("64m", "256m"),  # the storage tool needs no big heap
+        files=files,
     )
     done = subprocess.run(
         command, capture_output=True, text=True, check=False, timeout=120, stdin=subprocess.DEVNULL
@@ -479,12 +570,9 @@ def _format_storage(settings: Settings, cluster: Cluster, config: Path) -> None:
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip().splitlines()
         raise MboError(
-            f"formatting the local broker's storage in {storage_dir(settings)} failed: "
-            + " | ".join(output[-3:])
+            f"formatting the Kafka storage in {files.storage} failed: " + " | ".join(output[-3:])
         )
-    log.info(
-        "formatted Kafka storage in %s (cluster %s)", storage_dir(settings), cluster.cluster_id
-    )
+    log.info("formatted Kafka storage in %s (cluster %s)", files.storage, cluster_id)
 
 
 def _die_with_parent() -> None:  # pragma: no cover (runs in the child between fork and exec)
@@ -494,10 +582,24 @@ def _die_with_parent() -> None:  # pragma: no cover (runs in the child between f
 
 
 def _spawn(
-    settings: Settings, out: IO[bytes], *, detach: bool, write_archive: Path | None = None
+    settings: Settings,
+    out: IO[bytes],
+    *,
+    detach: bool,
+    write_archive: Path | None = None,
+    files: NodeFiles | None = None,
+    heap: tuple[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    config = broker_dir(settings) / "server.properties"
-    command = _jvm_command(settings, "kafka.Kafka", str(config), write_archive=write_archive)
+    """Kafka on files.config (default: the broker's), its output to `out`."""
+    files = files or _files(settings)
+    command = _jvm_command(
+        settings,
+        "kafka.Kafka",
+        str(files.config),
+        heap=heap,
+        write_archive=write_archive,
+        files=files,
+    )
     die_with_parent = not detach and sys.platform.startswith("linux")
     return subprocess.Popen(
         command,
@@ -520,7 +622,9 @@ def _log_tail(path: Path, lines: int = 3) -> str:
     return " | ".join(interesting[-lines:])
 
 
-def _wait_ready(process: subprocess.Popen[bytes], port: int, timeout_s: float) -> int | None:
+def _wait_ready(
+    process: subprocess.Popen[bytes], port: int, timeout_s: float, what: str = "the local broker"
+) -> int | None:
     """None once the broker serves clients; its exit code if it died first."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -531,7 +635,7 @@ def _wait_ready(process: subprocess.Popen[bytes], port: int, timeout_s: float) -
             return None
         time.sleep(_POLL_S)
     _terminate(process, timeout_s=5.0)
-    raise MboError(f"the local broker did not answer on {BROKER_HOST}:{port} in {timeout_s:g} s")
+    raise MboError(f"{what} did not answer on {BROKER_HOST}:{port} in {timeout_s:g} s")
 
 
 def _terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
