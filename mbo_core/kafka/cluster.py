@@ -548,8 +548,9 @@ class LocalCluster:
         At once, so that each broker's controlled shutdown (the controller's approval, which
         moves its partitions' leadership away) is asked while the controllers are still a
         quorum: a broker whose approval is not committed before the quorum is gone waits for it
-        until its own 5 min deadline. Seen once in ~30 stops on a loaded machine; the nodes
-        left without a quorum then get the raft leader's resignation wait and some margin."""
+        until its own 5 min deadline: one stop in ~30 on a loaded machine needed the SIGKILL
+        after 30 s, most likely so. The nodes left without a quorum get the raft leader's
+        resignation wait and some margin instead."""
         processes = [p for p in self._processes.values() if p.poll() is None]
         for process in processes:
             process.terminate()
