@@ -2,6 +2,7 @@
 
     poetry run python -m bench.faults [--records 1000000] [--instruments 8] [--workers 2]
                                       [--rate 8000] [--kills 20] [--stop-s 10] [--seed 7]
+                                      [--brokers 3]
 
 Generates a multi-instrument file (`mbo generate`), runs `mbo run --until-drained` on it on the
 local broker and chDB, and meanwhile, at moments drawn from the seed, kill -9s a stage drawn
@@ -14,6 +15,10 @@ row; the final books.
 
 Prints one JSON object: kills by stage, recovery time (kill -> the replacement process serving
 its port) p50 and max, the stop, the rows checked and what differed, the run's report.
+
+--brokers 3 runs the same on three local Kafka brokers (mbo_core.kafka.cluster: KRaft, distinct
+ports and data dirs, replication factor 3, min.insync.replicas 2, acks=all), whose nodes are
+among the victims ("broker-<id>"; the cluster's process restarts them).
 A stage is killed at most KILLS_PER_WINDOW times within mbo_cli.supervisor.CRASH_WINDOW_S,
 below the deaths the supervisor allows there: the harness tests recovery, not that limit.
 """
@@ -74,8 +79,22 @@ class Faults:
         }
 
 
-def _processes(run_dir: Path) -> dict[str, int]:
-    """Running pids by stage name (the broker's as "broker"), from mbo run's processes.json."""
+def _cluster_nodes(cluster_data: Path | None) -> list[dict[str, Any]]:
+    """The running nodes of the harness's three-broker cluster, from its state.json."""
+    if cluster_data is None:
+        return []
+    try:
+        nodes: list[dict[str, Any]] = json.loads(
+            (cluster_data / "kafka-cluster" / "state.json").read_text()
+        )["nodes"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return nodes
+
+
+def _processes(run_dir: Path, cluster_data: Path | None = None) -> dict[str, int]:
+    """Running pids by stage name (the local broker's as "broker", a cluster's nodes as
+    "broker-<id>"), from mbo run's processes.json and the cluster's state.json."""
     path = run_dir / "processes.json"
     try:
         record = json.loads(path.read_text())
@@ -84,10 +103,12 @@ def _processes(run_dir: Path) -> dict[str, int]:
     pids = dict(record.get("children", {}))
     if record.get("broker"):
         pids["broker"] = record["broker"]
+    for node in _cluster_nodes(cluster_data):
+        pids[f"broker-{node['node_id']}"] = int(node["pid"])
     return pids
 
 
-def _ports(run_dir: Path, data_dir: Path) -> dict[str, int]:
+def _ports(run_dir: Path, data_dir: Path, cluster_data: Path | None = None) -> dict[str, int]:
     try:
         ports: dict[str, int] = json.loads((run_dir / "ports.json").read_text())
     except (OSError, ValueError):
@@ -97,6 +118,8 @@ def _ports(run_dir: Path, data_dir: Path) -> dict[str, int]:
         ports["broker"] = int(cluster["port"])
     except (OSError, ValueError, KeyError):
         pass
+    for node in _cluster_nodes(cluster_data):
+        ports[f"broker-{node['node_id']}"] = int(node["port"])
     return ports
 
 
@@ -121,16 +144,17 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_recovered(run: subprocess.Popen[bytes], run_dir: Path, data_dir: Path, stage: str,
-                    old_pid: int, killed_at: float) -> float | None:  # fmt: skip
+                    old_pid: int, killed_at: float,
+                    cluster_data: Path | None) -> float | None:  # fmt: skip
     """Seconds from the kill until the stage runs again under a new pid and serves its port;
     None if the run drained and ended first (the others had taken over its work)."""
     deadline = killed_at + RECOVERY_TIMEOUT_S
     while time.monotonic() < deadline:
         if run.poll() is not None:
             return None
-        pid = _processes(run_dir).get(stage)
+        pid = _processes(run_dir, cluster_data).get(stage)
         back = pid is not None and pid != old_pid and _alive(pid)
-        if back and _serving(_ports(run_dir, data_dir).get(stage)):
+        if back and _serving(_ports(run_dir, data_dir, cluster_data).get(stage)):
             return time.monotonic() - killed_at
         time.sleep(0.05)
     raise SystemExit(f"{stage} did not recover within {RECOVERY_TIMEOUT_S:.0f} s")
@@ -148,6 +172,7 @@ def inflict(
     stop_s: float,
     seed: int,
     replay_s: float,
+    cluster_data: Path | None = None,
 ) -> Faults:
     """The kills and the stop, at seeded moments spread over the replay's expected length."""
     run_dir = data_dir / "run"
@@ -165,7 +190,7 @@ def inflict(
     stop_at = rng.randrange(len(moments))
     for index, moment in enumerate(moments):
         time.sleep(max(started + moment - time.monotonic(), 0.0))
-        pids = _processes(run_dir)
+        pids = _processes(run_dir, cluster_data)
         now = time.monotonic()
         stages = sorted(
             s
@@ -187,11 +212,30 @@ def inflict(
         killed_at = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         killed.setdefault(stage, []).append(killed_at)
-        recovered = _wait_recovered(run, run_dir, data_dir, stage, pid, killed_at)
+        recovered = _wait_recovered(run, run_dir, data_dir, stage, pid, killed_at, cluster_data)
         at = round(killed_at - started, 2)
         recovery = None if recovered is None else round(recovered, 2)
         faults.kills.append({"stage": stage, "at_s": at, "recovery_s": recovery})
     return faults
+
+
+def _start_cluster(cluster_data: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
+    """Three local KRaft brokers (mbo_core.kafka.cluster, replication 3, min ISR 2), which
+    restart a node that dies; returns the process and the variables pointing mbo run at it."""
+    cluster = subprocess.Popen(
+        [sys.executable, "-m", "mbo_core.kafka.cluster", "--data-dir", str(cluster_data)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert cluster.stdout is not None
+    exports: dict[str, str] = {}
+    while len(exports) < 2:
+        line = cluster.stdout.readline().decode()
+        if not line:
+            raise SystemExit("the three-broker cluster did not start")
+        if line.startswith("export "):
+            name, value = line.removeprefix("export ").strip().split("=", 1)
+            exports[name] = value
+    return cluster, exports
 
 
 def generate(path: Path, records: int, instruments: int, seed: int) -> None:
@@ -212,6 +256,7 @@ def harness(
     kills: int,
     stop_s: float,
     seed: int,
+    brokers: int = 1,
 ) -> dict[str, Any]:
     from tests.offline import (  # noqa: PLC0415 (the offline truth the tests use)
         BBO_SQL,
@@ -227,6 +272,12 @@ def harness(
     env = {k: v for k, v in os.environ.items() if not k.startswith("MBO_")}
     # Checkpoints often: a killed worker resumes from one instead of rebuilding from offset 0.
     env["MBO_PIPELINE__CHECKPOINT_INTERVAL_S"] = "2"
+    cluster = None
+    cluster_data = None
+    if brokers == 3:
+        cluster_data = work / "cluster"
+        cluster, exports = _start_cluster(cluster_data)
+        env.update(exports)
     started = time.monotonic()
     run = subprocess.Popen(
         [*MBO, "run", "--replay", str(source), "--rate", str(rate), "--workers", str(workers),
@@ -236,12 +287,16 @@ def harness(
     )  # fmt: skip
     try:
         faults = inflict(
-            run, data_dir, kills=kills, stop_s=stop_s, seed=seed, replay_s=records / rate
-        )
+            run, data_dir, kills=kills, stop_s=stop_s, seed=seed, replay_s=records / rate,
+            cluster_data=cluster_data,
+        )  # fmt: skip
         _, stderr = run.communicate(timeout=1200)
     finally:
         if run.poll() is None:
             run.kill()
+        if cluster is not None:
+            cluster.send_signal(signal.SIGTERM)
+            cluster.wait(60)
     if run.returncode != 0:
         raise SystemExit(f"mbo run failed ({run.returncode}): {stderr.decode()[-2000:]}")
     seconds = time.monotonic() - started
@@ -270,6 +325,9 @@ def harness(
         "exact": records_check["lost"] == records_check["extra"] == 0
         and not records_check["instruments_not_exact"]
         and stored_bbo == expected_bbo,
+        "brokers": brokers,
+        # The longest send -> publication of any BBO/snapshot message: what a stall cost.
+        "send_to_event_max_ms": figures["latency_ms"]["send_to_event"].get("max"),
         "restarts": figures["restarts"],
         "dead_letters": figures["dead_letters"]["messages"],
     }
@@ -286,6 +344,10 @@ def main() -> None:
     parser.add_argument("--stop-s", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--work-dir", type=Path, default=None)
+    parser.add_argument(
+        "--brokers", type=int, choices=(1, 3), default=1,
+        help="1: mbo run's local broker; 3: a local three-broker cluster (replication 3)",
+    )  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mbo-faults-") as tmp:
         work = args.work_dir or Path(tmp)
@@ -299,6 +361,7 @@ def main() -> None:
             kills=args.kills,
             stop_s=args.stop_s,
             seed=args.seed,
+            brokers=args.brokers,
         )
     print(json.dumps(result, indent=1))
     sys.exit(0 if result["exact"] else 1)
