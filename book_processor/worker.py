@@ -9,6 +9,7 @@ import faust
 
 from book_processor.app import create_app, warm_up
 from mbo_core.heap import freeze_heap
+from mbo_core.kafka.clients import watch_kafka_reachable
 from mbo_core.kafka.topics import ensure_topics
 from mbo_core.logs import configure_logging, logging_config
 from mbo_core.metrics import serve_metrics
@@ -40,6 +41,7 @@ def run_worker(
     asyncio.run(ensure_topics(settings))
     port = settings.metrics.processor_port + worker_index if metrics_port is None else metrics_port
     serve_metrics(settings.metrics.host, port)
+    watch_kafka_reachable(settings, "processor")
     warm_up()
     app = create_app(settings)
     freeze_heap()  # the start-up heap (Faust, aiokafka, numba) is never walked again

@@ -55,6 +55,10 @@ def _serve_metrics(settings: Settings, port: int) -> None:
         serve_metrics(host, port)
     except OSError as exc:
         raise MboError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}") from None
+    if port:
+        from mbo_core.kafka.clients import watch_kafka_reachable  # noqa: PLC0415
+
+        watch_kafka_reachable(settings, "sink")
 
 
 def run_until_signalled(settings: Settings, idle_exit: float | None) -> SinkSummary:

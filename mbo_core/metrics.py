@@ -82,6 +82,13 @@ MESSAGES_REJECTED = Counter(
     "API's live view), by reason (mbo_core.wire.MalformedMessage.REASONS).",
     ["stage", "topic", "reason"],
 )
+KAFKA_REACHABLE = Gauge(
+    "mbo_kafka_reachable",
+    "1 while a bootstrap server answers Kafka's ApiVersions (asked every few seconds by the "
+    "stage's watch, mbo_core.kafka.probes.watch_kafka), 0 while none does: the stage's "
+    "readiness as far as Kafka goes.",
+    ["stage"],
+)
 
 ALL_METRIC_NAMES = (
     "mbo_records_in_total",
@@ -102,6 +109,7 @@ ALL_METRIC_NAMES = (
     "mbo_api_websocket_clients",
     "mbo_api_live_messages_total",
     "mbo_messages_rejected_total",
+    "mbo_kafka_reachable",
 )
 
 

@@ -41,7 +41,7 @@ from aiokafka.errors import KafkaError
 
 from mbo_core.dbn import DEFAULT_BATCH_RECORDS, MboFile, open_mbo
 from mbo_core.errors import InputError, MboError
-from mbo_core.kafka.clients import bootstrap_servers, make_producer
+from mbo_core.kafka.clients import bootstrap_servers, make_producer, watch_kafka_reachable
 from mbo_core.kafka.topics import ensure_topics
 from mbo_core.metrics import (
     BATCH_RECORDS,
@@ -635,9 +635,12 @@ def start_metrics(settings: Settings, port: int | None = None) -> int:
     if chosen < 0 or chosen > 65535:
         raise InputError(f"--metrics-port must be 0 (off) or a port number, not {chosen}")
     try:
-        return serve_metrics(host, chosen)
+        served = serve_metrics(host, chosen)
     except OSError as exc:
         raise MboError(f"cannot serve metrics on {host}:{chosen}: {exc.strerror or exc}") from None
+    if served:
+        watch_kafka_reachable(settings, STAGE)
+    return served
 
 
 def run_produce(

@@ -114,6 +114,16 @@ def admin_kwargs(settings: Settings, role: str = "admin") -> dict[str, Any]:
     return common_kwargs(settings, role)
 
 
+def watch_kafka_reachable(settings: Settings, stage: str) -> bool:
+    """Start the stage's `mbo_kafka_reachable` watch (mbo_core.kafka.probes.watch_kafka) on
+    plaintext listeners; False, watching nothing, on TLS/SASL ones (the probe speaks plain)."""
+    from mbo_core.kafka.probes import watch_kafka  # noqa: PLC0415
+
+    if settings.kafka.security_protocol != "PLAINTEXT":
+        return False
+    return watch_kafka(bootstrap_servers(settings), stage)
+
+
 def make_producer(settings: Settings, role: str, **overrides: Any) -> AIOKafkaProducer:
     """An unstarted producer; `await producer.start()` inside the event loop that uses it."""
     return AIOKafkaProducer(**{**producer_kwargs(settings, role), **overrides})

@@ -5,8 +5,13 @@ nest loops (`mbo infra status`, the broker's start-up wait, the tests)."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
+import threading
+import time
+
+log = logging.getLogger("mbo.kafka")
 
 BROKER_HOST = "127.0.0.1"
 _API_VERSIONS, _METADATA = 18, 3
@@ -88,3 +93,35 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
             raise ConnectionError("connection closed")
         data += chunk
     return data
+
+
+#: How often a stage's watch asks the bootstrap servers whether Kafka answers.
+WATCH_EVERY_S = 5.0
+
+
+def watch_kafka(bootstrap: str, stage: str, *, every_s: float = WATCH_EVERY_S) -> bool:
+    """Keep `mbo_kafka_reachable{stage}` up to date from a daemon thread: 1 while a server of
+    `bootstrap` (host:port,...) answers ApiVersions, 0 while none does (with a warning when it
+    changes). Plaintext listeners only: returns False, watching nothing, for TLS or SASL ones
+    (the caller passes only plaintext bootstraps)."""
+    from mbo_core.metrics import KAFKA_REACHABLE  # noqa: PLC0415
+
+    servers = [s.strip().rsplit(":", 1) for s in bootstrap.split(",") if s.strip()]
+    if not servers:
+        return False
+    gauge = KAFKA_REACHABLE.labels(stage)
+
+    def watch() -> None:
+        reachable: bool | None = None
+        while True:
+            now = any(kafka_answers(host, int(port)) for host, port in servers)
+            if reachable is not None and now != reachable:
+                log.warning(
+                    "Kafka at %s %s", bootstrap, "answers again" if now else "does not answer"
+                )
+            reachable = now
+            gauge.set(1 if now else 0)
+            time.sleep(every_s)
+
+    threading.Thread(target=watch, name="kafka-watch", daemon=True).start()
+    return True
