@@ -2,7 +2,7 @@
 
     poetry run python -m bench.faults [--records 1000000] [--instruments 8] [--workers 2]
                                       [--rate 8000] [--kills 20] [--stop-s 10] [--seed 7]
-                                      [--brokers 3]
+                                      [--brokers 3] [--victims broker]
 
 Generates a multi-instrument file (`mbo generate`), runs `mbo run --until-drained` on it on the
 local broker and chDB, and meanwhile, at moments drawn from the seed, kill -9s a stage drawn
@@ -18,7 +18,9 @@ its port) p50 and max, the stop, the rows checked and what differed, the run's r
 
 --brokers 3 runs the same on three local Kafka brokers (mbo_core.kafka.cluster: KRaft, distinct
 ports and data dirs, replication factor 3, min.insync.replicas 2, acks=all), whose nodes are
-among the victims ("broker-<id>"; the cluster's process restarts them).
+among the victims ("broker-<id>"; the cluster's process restarts them). `--brokers 3 --kills 1
+--victims broker --stop-s 0` kills one broker once: `send_to_event_max_ms` is then the stall the
+leader election cost.
 A stage is killed at most KILLS_PER_WINDOW times within mbo_cli.supervisor.CRASH_WINDOW_S,
 below the deaths the supervisor allows there: the harness tests recovery, not that limit.
 """
@@ -173,8 +175,10 @@ def inflict(
     seed: int,
     replay_s: float,
     cluster_data: Path | None = None,
+    victims: tuple[str, ...] = (),
 ) -> Faults:
-    """The kills and the stop, at seeded moments spread over the replay's expected length."""
+    """The kills and the stop (none when stop_s is 0), at seeded moments spread over the
+    replay's expected length, of stages whose names start with one of `victims` (all: ())."""
     run_dir = data_dir / "run"
     rng = random.Random(seed)
     faults = Faults()
@@ -186,8 +190,10 @@ def inflict(
         time.sleep(0.1)
     started = time.monotonic()
     # The moments: uniform over the replay (after its first second), one of them the stop.
-    moments = sorted(rng.uniform(1.0, max(replay_s * 0.8, 2.0)) for _ in range(kills + 1))
-    stop_at = rng.randrange(len(moments))
+    moments = sorted(
+        rng.uniform(1.0, max(replay_s * 0.8, 2.0)) for _ in range(kills + (1 if stop_s else 0))
+    )
+    stop_at = rng.randrange(len(moments)) if stop_s else -1
     for index, moment in enumerate(moments):
         time.sleep(max(started + moment - time.monotonic(), 0.0))
         pids = _processes(run_dir, cluster_data)
@@ -196,6 +202,7 @@ def inflict(
             s
             for s in pids
             if (s != "producer" or not _producer_done(run_dir))
+            and (not victims or s.startswith(victims))
             and sum(now - t < CRASH_WINDOW_S for t in killed.get(s, [])) < KILLS_PER_WINDOW
         )
         if run.poll() is not None or not stages:
@@ -257,6 +264,7 @@ def harness(
     stop_s: float,
     seed: int,
     brokers: int = 1,
+    victims: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     from tests.offline import (  # noqa: PLC0415 (the offline truth the tests use)
         BBO_SQL,
@@ -288,7 +296,7 @@ def harness(
     try:
         faults = inflict(
             run, data_dir, kills=kills, stop_s=stop_s, seed=seed, replay_s=records / rate,
-            cluster_data=cluster_data,
+            cluster_data=cluster_data, victims=victims,
         )  # fmt: skip
         _, stderr = run.communicate(timeout=1200)
     finally:
@@ -328,6 +336,7 @@ def harness(
         "brokers": brokers,
         # The longest send -> publication of any BBO/snapshot message: what a stall cost.
         "send_to_event_max_ms": figures["latency_ms"]["send_to_event"].get("max"),
+        "send_to_event_p99_ms": figures["latency_ms"]["send_to_event"].get("p99"),
         "restarts": figures["restarts"],
         "dead_letters": figures["dead_letters"]["messages"],
     }
@@ -348,6 +357,10 @@ def main() -> None:
         "--brokers", type=int, choices=(1, 3), default=1,
         help="1: mbo run's local broker; 3: a local three-broker cluster (replication 3)",
     )  # fmt: skip
+    parser.add_argument(
+        "--victims", default="",
+        help="comma-separated stage name prefixes to kill (e.g. broker); default: every stage",
+    )  # fmt: skip
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="mbo-faults-") as tmp:
         work = args.work_dir or Path(tmp)
@@ -362,6 +375,7 @@ def main() -> None:
             stop_s=args.stop_s,
             seed=args.seed,
             brokers=args.brokers,
+            victims=tuple(v for v in args.victims.split(",") if v),
         )
     print(json.dumps(result, indent=1))
     sys.exit(0 if result["exact"] else 1)
