@@ -36,6 +36,7 @@ from api.params import MAX_DEPTH, ParamError
 from api.replay_control import FileReplay, ReplayController, ReplayRefusedError
 from api.responses import error_response, json_response
 from api.routers import books, health, history, live, replay_control
+from api.routers.docs import add_docs
 from api.sink_host import SinkRunner, run_sink_in_process
 from api.state import LiveState, consume_live
 from api.store import BackendUnavailableError, Store
@@ -88,6 +89,9 @@ def create_app(
         description="Exact limit order books rebuilt from Databento MBO data: live from Kafka, "
         "history from ClickHouse, replay control. See docs/api.md.",
         lifespan=_lifespan(settings, consume=consume, sink=sink),
+        # Served by api.routers.docs with local assets: FastAPI's pull theirs from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.token = token
@@ -114,6 +118,7 @@ def create_app(
     _add_error_handlers(app)
     for surface in (books, history, live, replay_control, health):
         app.include_router(surface.router)
+    add_docs(app)
     _serve_ui(app, settings)
     return app
 
