@@ -177,29 +177,58 @@ def bbo_from_row(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Where a page of BBO rows ends: (ts_event ns, source_partition, source_offset, record_index)
+#: of its last row, the rows' order (one publisher's rows never share it).
+Cursor = tuple[int, int, int, int]
+
+
 def bbo_rows_query(
-    instrument_id: int, publisher: int, start_ns: int, end_ns: int, limit: int
+    instrument_id: int,
+    publisher: int,
+    start_ns: int,
+    end_ns: int,
+    limit: int,
+    after: Cursor | None = None,
 ) -> Query:
-    """BBO changes in [start_ns, end_ns), oldest first, at most `limit`; duplicates from
-    redelivery collapsed with FINAL."""
+    """BBO changes in [start_ns, end_ns), oldest first, after the `after` cursor, at most
+    `limit`; duplicates from redelivery collapsed with FINAL. Each row carries its cursor."""
+    page = (
+        ""
+        if after is None
+        else "\n  AND (toUnixTimestamp64Nano(ts_event), source_partition, source_offset, "
+        "record_index) > ({after_ts:Int64}, {after_partition:UInt16}, {after_offset:UInt64}, "
+        "{after_index:UInt32})"
+    )
     sql = f"""
 SELECT instrument_id, publisher_id, symbol,
        toUnixTimestamp64Nano(ts_event) AS ts_event_ns, toUnixTimestamp64Nano(ts_recv) AS ts_recv_ns,
-       bid_price, bid_size, bid_count, ask_price, ask_size, ask_count, crossed, locked
+       bid_price, bid_size, bid_count, ask_price, ask_size, ask_count, crossed, locked,
+       source_partition, source_offset, record_index
 FROM bbo FINAL
 WHERE instrument_id = {{instrument_id:UInt32}} AND publisher_id = {{publisher_id:UInt16}}
-  AND {_IN_RANGE}
+  AND {_IN_RANGE}{page}
 ORDER BY ts_event, source_partition, source_offset, record_index
 LIMIT {{limit:UInt32}}"""
-    return Query(
-        sql.strip(),
-        {
-            "instrument_id": instrument_id,
-            "publisher_id": publisher,
-            "start_ns": start_ns,
-            "end_ns": end_ns,
-            "limit": limit,
-        },
+    parameters: dict[str, Any] = {
+        "instrument_id": instrument_id,
+        "publisher_id": publisher,
+        "start_ns": start_ns,
+        "end_ns": end_ns,
+        "limit": limit,
+    }
+    if after is not None:
+        parameters.update(
+            after_ts=after[0], after_partition=after[1], after_offset=after[2], after_index=after[3]
+        )
+    return Query(sql.strip(), parameters)
+
+
+def row_cursor(row: dict[str, Any]) -> Cursor:
+    return (
+        int(row["ts_event_ns"]),
+        int(row["source_partition"]),
+        int(row["source_offset"]),
+        int(row["record_index"]),
     )
 
 

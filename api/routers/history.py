@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from api import store as history
@@ -43,6 +43,7 @@ async def book_at(
 
 @router.get("/instruments/{instrument_id}/bbo/history", summary="BBO changes or bars (ClickHouse)")
 async def bbo_history(
+    request: Request,
     store: History,
     instrument_id: InstrumentId,
     start: Annotated[str, Query(max_length=64, description="Start (inclusive), ns or ISO.")],
@@ -50,18 +51,65 @@ async def bbo_history(
     bucket: Annotated[
         str | None, Query(max_length=16, description="Bar width, e.g. 1s, 1m; omitted: rows.")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_ROWS, description="Most rows/bars.")] = 10_000,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_ROWS, description=f"Most rows/bars per page (1-{MAX_ROWS}).")
+    ] = 10_000,
+    after: Annotated[
+        str | None,
+        Query(max_length=96, description="Rows only: the `next` page's cursor, as given."),
+    ] = None,
     publisher_id: PublisherQuery = None,
 ) -> Response:
+    """A page of BBO changes (or bars) in [start, end), oldest first. `truncated` says whether
+    more follow; `next` is then the URL of the next page (rows: the same query after a cursor;
+    bars: the same query from the next bar). Each page holds at most `limit`."""
     start_ns, end_ns = parse_ts(start, "start"), parse_ts(end, "end")
     if end_ns < start_ns:
         raise ParamError("end", "end must not be before start")
     step_ns = None if bucket is None else parse_bucket(bucket)
+    cursor = None if after is None else _parse_cursor(after)
+    if cursor is not None and step_ns is not None:
+        raise ParamError("after", "after pages rows; bars page with start (see next)")
     publisher = await history_publisher(store, instrument_id, publisher_id)
     if step_ns is None:
-        query = history.bbo_rows_query(instrument_id, publisher, start_ns, end_ns, limit)
-        return json_response({"rows": [history.bbo_from_row(r) for r in await store.rows(query)]})
+        query = history.bbo_rows_query(
+            instrument_id, publisher, start_ns, end_ns, limit + 1, after=cursor
+        )
+        rows = await store.rows(query)
+        truncated = len(rows) > limit
+        rows = rows[:limit]
+        next_url = (
+            str(
+                request.url.include_query_params(after=_format_cursor(history.row_cursor(rows[-1])))
+            )
+            if truncated
+            else None
+        )
+        return json_response(
+            {"rows": [history.bbo_from_row(r) for r in rows], "truncated": truncated,
+             "next": next_url}
+        )  # fmt: skip
     query = mid_bars(
-        instrument_id, start_ns, end_ns, step_ns=step_ns, publisher_id=publisher, limit=limit
+        instrument_id, start_ns, end_ns, step_ns=step_ns, publisher_id=publisher, limit=limit + 1
     )
-    return json_response({"bars": [history.bar_from_row(r) for r in await store.rows(query)]})
+    bars = [history.bar_from_row(r) for r in await store.rows(query)]
+    truncated = len(bars) > limit
+    bars = bars[:limit]
+    next_url = (
+        str(request.url.include_query_params(start=str(bars[-1]["t"] + step_ns)))
+        if truncated
+        else None
+    )
+    return json_response({"bars": bars, "truncated": truncated, "next": next_url})
+
+
+def _parse_cursor(text: str) -> history.Cursor:
+    parts = text.split(".")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts):
+        raise ParamError("after", "after must be a cursor as given in `next`")
+    ts, partition, offset, index = (int(p) for p in parts)
+    return ts, partition, offset, index
+
+
+def _format_cursor(cursor: history.Cursor) -> str:
+    return ".".join(str(part) for part in cursor)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator
 
 import orjson
@@ -57,23 +58,29 @@ async def live(
     websocket: WebSocket,
     state: Live,
     settings: AppSettings,
-    instrument_id: int,
-    max_hz: float = 10,
-    depth: int = 10,
-    publisher_id: int | None = None,
+    instrument_id: str,
+    max_hz: str = "10",
+    depth: str = "10",
+    publisher_id: str | None = None,
 ) -> None:
     # Errors go as a message and a close code (4401, 4422, 4404): a browser's WebSocket never
-    # sees the HTTP status of a refused upgrade.
+    # sees the HTTP status of a refused upgrade. So the parameters are parsed here, not by
+    # FastAPI, whose refusal of `?max_hz=abc` closes the handshake with a bare HTTP 403.
     await websocket.accept()
     problem = None
+    numbers = _ws_numbers(instrument_id, max_hz, depth, publisher_id)
     if not authorized(websocket):
         problem = (4401, {"status": 401, "detail": "missing or wrong bearer token"})
-    elif not (0 < max_hz <= 1000 and 1 <= depth <= MAX_DEPTH):
+    elif numbers is None:
+        problem = (4422, {"status": 422, "detail": "instrument_id, depth and publisher_id must "
+                          "be integers and max_hz a number"})  # fmt: skip
+    elif not (0 < numbers[1] <= 1000 and 1 <= numbers[2] <= MAX_DEPTH):
         problem = (4422, {"status": 422, "detail": "max_hz must be in (0, 1000] and depth "
                           f"in [1, {MAX_DEPTH}]"})  # fmt: skip
     else:
+        instrument, hz_asked, levels, publisher = numbers
         try:
-            key = live_key(state, instrument_id, publisher_id)
+            key = live_key(state, instrument, publisher)
         except HTTPException as exc:
             problem = (4404, {"status": 404, "detail": exc.detail})
     if problem is not None:
@@ -81,14 +88,15 @@ async def live(
         await websocket.send_bytes(orjson.dumps({"type": "error", **body}))
         await websocket.close(code)
         return
-    hz = min(max_hz, settings.api.ws_max_hz)
+    hz = min(hz_asked, settings.api.ws_max_hz)
+    depth_levels = levels
     clients = API_WEBSOCKET_CLIENTS.labels(kind="websocket")
     clients.inc()
 
     async def send(payload: bytes) -> None:
         await websocket.send_text(payload.decode())
 
-    sender = asyncio.create_task(feed(state, key, depth, hz, send, "websocket"))
+    sender = asyncio.create_task(feed(state, key, depth_levels, hz, send, "websocket"))
     receiver = asyncio.create_task(_drain(websocket))
     try:
         await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -99,6 +107,20 @@ async def live(
         for task in (sender, receiver):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _ws_numbers(
+    instrument_id: str, max_hz: str, depth: str, publisher_id: str | None
+) -> tuple[int, float, int, int | None] | None:
+    """The WebSocket's parameters as numbers; None if one is not a (finite) number."""
+    try:
+        hz = float(max_hz)
+        if not math.isfinite(hz):
+            return None
+        publisher = None if publisher_id in (None, "") else int(publisher_id)
+        return int(instrument_id), hz, int(depth), publisher
+    except ValueError:
+        return None
 
 
 async def _drain(websocket: WebSocket) -> None:

@@ -200,6 +200,37 @@ def test_bbo_history_counts_and_bars(client: httpx.Client, final_book: dict[str,
     assert bars[-1]["close"] == (float(last["bid"]["price"]) + float(last["ask"]["price"])) / 2
 
 
+def test_bbo_history_pages_with_a_truncation_flag_and_a_next_link(
+    client: httpx.Client, final_book: dict[str, Any]
+) -> None:
+    ts = final_book["ts_event"]
+    history = f"/v1/instruments/{CLX5_ID}/bbo/history"
+    whole = client.get(history, params={"start": 0, "end": ts + 1, "limit": 100_000}).json()
+    assert whole["truncated"] is False and whole["next"] is None
+    pages, url = [], client.build_request("GET", history, params={"start": 0, "end": ts + 1,
+                                                                  "limit": 5_000}).url  # fmt: skip
+    while True:
+        page = client.get(str(url)).json()
+        pages.append(page["rows"])
+        assert len(page["rows"]) <= 5_000
+        if not page["truncated"]:
+            assert page["next"] is None
+            break
+        url = page["next"]
+    # Every row once, in order, across pages (rows of one nanosecond included).
+    assert [row for rows in pages for row in rows] == whole["rows"]
+    assert len(pages) == -(-CLX5_BBO_ROWS // 5_000)
+    bars = client.get(history, params={"start": 0, "end": ts + 1, "bucket": "1m"}).json()["bars"]
+    first = client.get(history, params={"start": 0, "end": ts + 1, "bucket": "1m", "limit": 3})
+    assert first.json()["truncated"] is True and first.json()["bars"] == bars[:3]
+    second = client.get(first.json()["next"]).json()
+    assert second["bars"][:3] == bars[3:6]
+    bad = client.get(history, params={"start": 0, "end": 1, "after": "x"})
+    assert bad.status_code == 422 and "after" in bad.text
+    too_many = client.get(history, params={"start": 0, "end": 1, "limit": 100_001})
+    assert too_many.status_code == 422  # refused, never clamped
+
+
 def test_errors(client: httpx.Client) -> None:
     unknown = client.get("/v1/instruments/1/book")
     assert unknown.status_code == 404 and "unknown instrument 1" in unknown.json()["detail"]
@@ -245,6 +276,14 @@ def test_live_websocket_snapshot_then_conflated_updates(
     with ws_connect(f"{served.ws}/v1/instruments/1/live") as ws:
         error = orjson.loads(ws.recv(timeout=10))
     assert error["type"] == "error" and error["status"] == 404
+    # Parameters that are not numbers get the documented error message, not a refused upgrade.
+    for query in ("max_hz=abc", "depth=x", "max_hz=nan", "publisher_id=one"):
+        with ws_connect(f"{served.ws}/v1/instruments/{CLX5_ID}/live?{query}") as ws:
+            error = orjson.loads(ws.recv(timeout=10))
+        assert (error["type"], error["status"]) == ("error", 422), query
+        assert ws.close_code == 4422, query
+    with ws_connect(f"{served.ws}/v1/instruments/abc/live") as ws:
+        assert orjson.loads(ws.recv(timeout=10))["status"] == 422
 
 
 def test_live_sse(client: httpx.Client, final_book: dict[str, Any]) -> None:
