@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -37,6 +38,7 @@ from typing import Annotated, Any
 import typer
 
 from mbo_cli.produce import EXIT_BAD_INPUT
+from mbo_cli.progress import RunProgress
 from mbo_cli.supervisor import Supervisor, mbo_command
 from mbo_core.errors import InputError, MboError
 from mbo_core.latency_log import run_latency_dir
@@ -97,8 +99,7 @@ def run(
     # Bad input fails here, in one line, before anything starts: the whole file is read once
     # (0.23 CPU-s for 2M records), so a truncated or corrupt body is found now, not by the
     # producer seconds into a started pipeline.
-    for _batch in open_mbo(replay).batches():
-        pass
+    per_copy = sum(len(batch) for batch in open_mbo(replay).batches())
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if fresh and settings.chdb_dir is None:
         raise InputError(
@@ -137,10 +138,11 @@ def run(
             f"(API docs at /docs)",
             file=sys.stderr,
         )
+        progress = _progress(settings, ports, per_copy * loop)
         if not until_drained:
-            _serve_until_stopped(supervisor, stop)
+            _serve_until_stopped(supervisor, settings, stop, progress)
             return
-        figures = _drain_and_report(supervisor, settings, ports, stop, timeout)
+        figures = _drain_and_report(supervisor, settings, ports, stop, timeout, progress)
         _say_dead_letters(figures["dead_letters"], settings.topics.dead_letter.name)
         replay_error = supervisor.children["producer"].error
         if replay_error is not None:
@@ -179,17 +181,27 @@ def _stage_environment(
     return env
 
 
+def _progress(settings: Any, ports: dict[str, int], total: int) -> RunProgress:
+    # With chDB the sink runs inside the API process, whose /metrics is the API's.
+    sink_host = settings.api.host if ports["sink"] == ports["api"] else settings.metrics.host
+    return RunProgress(settings.metrics.host, ports, sink_host, total)
+
+
 def _drain_and_report(
-    supervisor: Supervisor, settings: Any, ports: dict[str, int], stop: list[int], timeout: float
+    supervisor: Supervisor,
+    settings: Any,
+    ports: dict[str, int],
+    stop: list[int],
+    timeout: float,
+    progress: RunProgress,
 ) -> dict[str, Any]:
     """Wait until the pipeline drained, stop the stages, and return the run's figures."""
     started = time.time()
-    drained_at = asyncio.run(_wait_drained(supervisor, settings, stop, timeout))
+    drained_at = asyncio.run(_wait_drained(supervisor, settings, stop, timeout, progress))
+    _say_drained(supervisor, progress)
     from mbo_cli.report import build_report  # noqa: PLC0415 (reads ClickHouse)
 
-    # With chDB the sink runs inside the API process, whose /metrics is the API's.
-    sink_host = settings.api.host if ports["sink"] == ports["api"] else settings.metrics.host
-    sink_metrics = _scrape(sink_host, ports["sink"])
+    sink_metrics = _scrape(progress.sink_host, ports["sink"])
     supervisor.stop_all()
     return build_report(
         settings,
@@ -363,8 +375,33 @@ def _stop_on_signals() -> list[int]:
     return received
 
 
-def _serve_until_stopped(supervisor: Supervisor, stop: list[int]) -> None:
+def _say_drained(supervisor: Supervisor, progress: RunProgress) -> None:
+    """The line that says the replay is over: every record the topic holds is stored (the
+    drain check), so all of the file's unless the replay stopped part-way."""
+    progress.clear()
+    if supervisor.children["producer"].error is not None:
+        return  # said on its own: a partial load
+    print(
+        f"mbo run: replay finished: {progress.total or 0:,} records replayed; everything is in "
+        "ClickHouse",
+        file=sys.stderr,
+    )
+
+
+def _serve_until_stopped(
+    supervisor: Supervisor, settings: Any, stop: list[int], progress: RunProgress
+) -> None:
+    """Serve until Ctrl-C: with the progress line until the replay drained, then a line saying
+    so, then quietly."""
     print("mbo run: serving; Ctrl-C stops every stage", file=sys.stderr)
+    try:
+        asyncio.run(_wait_drained(supervisor, settings, stop, math.inf, progress))
+    except MboError:
+        progress.clear()
+        if not stop:
+            raise
+    else:
+        _say_drained(supervisor, progress)
     said = False
     while not stop:
         supervisor.check()
@@ -378,7 +415,11 @@ def _serve_until_stopped(supervisor: Supervisor, stop: list[int]) -> None:
 
 
 async def _wait_drained(
-    supervisor: Supervisor, settings: Any, stop: list[int], timeout: float
+    supervisor: Supervisor,
+    settings: Any,
+    stop: list[int],
+    timeout: float,
+    progress: RunProgress | None = None,
 ) -> float:
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
@@ -425,6 +466,8 @@ async def _wait_drained(
             if supervisor.check():
                 await watch.reset()  # the broker was restarted: new connections
             await broker.check()
+            if progress is not None:
+                await asyncio.to_thread(progress.update)
             if supervisor.children["producer"].finished:
                 try:
                     # Bounded: a dead broker holds a request for its whole timeout (40 s), and

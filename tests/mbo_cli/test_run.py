@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -44,6 +45,10 @@ def mbo_run(tmp_path: Path, source: Path, *args: str) -> tuple[dict[str, Any], P
         capture_output=True, text=True, timeout=420, check=False,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
+    # It says where it stands (a line every 10 s off a terminal) and that it is done.
+    assert re.search(r"mbo run: [\d,]+ / [\d,]+ records sent", run.stderr), run.stderr[-3000:]
+    assert re.search(r"mbo run: replay finished: [\d,]+ records replayed; everything is in "
+                     r"ClickHouse", run.stderr), run.stderr[-3000:]  # fmt: skip
     return json.loads(report.read_text()), data
 
 
