@@ -87,7 +87,10 @@ def create_app(
         title="mbo-pipeline API",
         version="1",
         description="Exact limit order books rebuilt from Databento MBO data: live from Kafka, "
-        "history from ClickHouse, replay control. See docs/api.md.",
+        "history from ClickHouse, replay control. See docs/api.md. Not listed here (OpenAPI has "
+        "no WebSockets): `WS /v1/instruments/{instrument_id}/live?max_hz=&depth=&publisher_id=`"
+        ", the same feed as the `/events` route below, one JSON message per update; errors as "
+        '`{"type": "error", "status", "detail"}` and close code 4000 + status.',
         lifespan=_lifespan(settings, consume=consume, sink=sink),
         # Served by api.routers.docs with local assets: FastAPI's pull theirs from a CDN.
         docs_url=None,

@@ -12,9 +12,11 @@ from fastapi.responses import Response
 from api.dependencies import Live, live_key, require_token
 from api.fastpath import DEFAULT_DEPTH
 from api.params import DepthQuery, InstrumentId, PublisherQuery
-from api.responses import json_response
+from api.responses import errors, json_response
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/v1", dependencies=[Depends(require_token)], responses=errors(400, 401, 404, 422)
+)
 
 
 @router.get("/instruments", summary="Instruments seen on the live topics")

@@ -11,7 +11,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.dependencies import AppSettings, History, Live
-from api.responses import json_response
+from api.responses import errors, json_response
 from api.store import BackendUnavailableError
 from mbo_core.settings import Settings
 
@@ -26,7 +26,7 @@ async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", summary="Kafka and ClickHouse reachable")
+@router.get("/readyz", summary="Kafka and ClickHouse reachable", responses=errors(503))
 async def readyz(request: Request, state: Live, store: History, settings: AppSettings) -> Response:
     down: dict[str, str] = {}
     kafka, clickhouse = await asyncio.gather(

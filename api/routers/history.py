@@ -19,10 +19,12 @@ from api.params import (
     parse_bucket,
     parse_ts,
 )
-from api.responses import json_response
+from api.responses import errors, json_response
 from mbo_core.storage.queries import mid_bars
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/v1", dependencies=[Depends(require_token)], responses=errors(400, 401, 404, 422, 503)
+)
 
 
 @router.get("/instruments/{instrument_id}/book/at", summary="Book as of a time (ClickHouse)")

@@ -16,9 +16,10 @@ from api.dependencies import AppSettings, Live, authorized, live_key, require_to
 from api.fastpath import DEFAULT_DEPTH
 from api.feeds import feed, sse_stream
 from api.params import MAX_DEPTH, DepthQuery, InstrumentId, MaxHzQuery, PublisherQuery
+from api.responses import errors
 from mbo_core.metrics import API_WEBSOCKET_CLIENTS
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", responses=errors(400, 401, 404, 422))
 
 
 @router.get(

@@ -10,9 +10,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from api.dependencies import ReplayControl, require_token
-from api.responses import json_response
+from api.responses import errors, json_response
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+router = APIRouter(
+    prefix="/v1", dependencies=[Depends(require_token)], responses=errors(400, 401, 403, 409, 422)
+)
 
 
 class ReplayRequest(BaseModel):
