@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from mbo_core.errors import InputError, MboError
-from mbo_core.replay_lock import ReplayBusyError, check_replay_lock
+from mbo_core.replay_lock import ReplayBusyError, check_replay_lock, replay_holder
 from mbo_core.settings import Settings
 
 log = logging.getLogger("api.replay_control")
@@ -100,6 +100,14 @@ class ReplayController:
         return None if configured is None else configured.expanduser().resolve()
 
     def status(self) -> dict[str, Any]:
+        """This API's replay, and `other_replay`: the replay another process runs into the
+        records topic (`mbo run`'s own, an `mbo produce`), as its replay lock says, or None."""
+        status = self._own_status()
+        own_active = status["state"] in ("running", "paused")
+        status["other_replay"] = None if own_active else replay_holder(self.settings)
+        return status
+
+    def _own_status(self) -> dict[str, Any]:
         run = self._run
         if run is None:
             return {

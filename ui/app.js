@@ -643,7 +643,12 @@ function renderReplay(status) {
   if (status?.file) parts.push(String(status.file));
   if (status?.started_ns) parts.push(`started ${nsToIso(status.started_ns)}`);
   if (status?.error) parts.push(`error: ${status.error}`);
-  if (st === 'idle') parts.push('no replay started through the API yet (one started by `mbo run` itself runs on its own)');
+  if (status?.other_replay) {
+    // Another process replays (mbo run's own producer, an mbo produce): shown, not controlled.
+    badge.className = 'badge good';
+    badge.textContent = 'running elsewhere';
+    parts.push(`replay by another process: ${status.other_replay} (start, pause and stop act on replays started here)`);
+  } else if (st === 'idle') parts.push('no replay started through the API yet');
   $('replay-text').textContent = parts.join(' · ');
   if (status?.file && !state.replayFileTouched && !$('replay-file').value) $('replay-file').value = String(status.file);
   const active = st === 'running' || st === 'paused';

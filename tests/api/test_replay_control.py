@@ -116,9 +116,13 @@ def test_a_replay_by_another_process_is_refused_until_it_ends(replay_server: Ser
             refused = http.post("/v1/replay", json={"file": "small.dbn"})
             assert refused.status_code == 409, refused.text
             assert "small.dbn at 200 records/s" in refused.json()["detail"]
-            assert http.get("/v1/replay").json()["state"] not in ("running", "paused")
+            status = http.get("/v1/replay").json()
+            assert status["state"] not in ("running", "paused")
+            # The other replay shows, named by its lock line.
+            assert "small.dbn at 200 records/s" in status["other_replay"]
             producer.send_signal(signal.SIGINT)
             assert producer.wait(30) == 0
+            assert http.get("/v1/replay").json()["other_replay"] is None
             started = http.post("/v1/replay", json={"file": "small.dbn", "rate": 400})
             assert started.status_code == 202, started.text
             assert http.post("/v1/replay/stop").json()["state"] == "stopped"
