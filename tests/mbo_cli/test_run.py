@@ -133,6 +133,7 @@ def test_earlier_rows_are_looked_for_where_the_chdb_url_points(tmp_path: Path) -
     # A chDB outside the data dir: the check (and --fresh) must use it, not <data dir>/clickhouse.
     data, elsewhere = tmp_path / "data", tmp_path / "elsewhere"
     env = {**os.environ, "MBO_CLICKHOUSE__URL": f"chdb://{elsewhere}"}
+    elsewhere.mkdir()  # mbo sql refuses a chDB directory that does not exist (a typo)
     for statement in ("CREATE TABLE mbo_records (x UInt8) ENGINE = MergeTree ORDER BY x",
                       "CREATE TABLE bbo (x UInt8) ENGINE = MergeTree ORDER BY x",
                       "INSERT INTO mbo_records VALUES (1), (2)"):  # fmt: skip
