@@ -406,7 +406,7 @@ class _Replay:
         point = sender.point
         self.already_sent = 0 if point is None else point.records
         #: Drops what an earlier producer of this replay sent (identity when nothing was).
-        self.unsent = ResumeFilter(point) if point is not None else None
+        self.unsent = ResumeFilter(point)
         self.linger_s = settings.pipeline.chunk_linger_ms / 1000
         self.slice_s = time_slice_s(settings)
         self.schedule = FlushSchedule(
@@ -469,7 +469,7 @@ class _Replay:
             if copy < self.loops - 1:
                 clears = clear_records(self.books)
                 self.clears += len(clears)
-                await self.sender.send(self.chunker.feed(self._unsent(clears)))
+                await self.sender.send(self.chunker.feed(self.unsent(clears)))
         # Interrupted, the records of events still open stay unsent: a replay resumed with the
         # same id sends them with the rest of their events (producer.resume).
         await self.sender.send(self.chunker.flush())
@@ -519,7 +519,7 @@ class _Replay:
         try:
             for whole in batches:
                 self.books.update(last_of_each_book(whole))
-                batch = self._unsent(whole)
+                batch = self.unsent(whole)
                 if len(batch) and not await self._replay_batch(batch):
                     return False
         finally:
@@ -528,9 +528,6 @@ class _Replay:
             if close is not None:
                 close()
         return True
-
-    def _unsent(self, records: np.ndarray) -> np.ndarray:
-        return records if self.unsent is None else self.unsent(records)
 
     async def _replay_batch(self, batch: np.ndarray) -> bool:
         self.pacer.start_batch(batch)

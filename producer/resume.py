@@ -67,51 +67,44 @@ async def resume_point(
     settings: Settings, replay_id: str, instrument_ids: Callable[[], Iterable[int]]
 ) -> ResumePoint:
     """What the records topic holds of replay `replay_id` for each of `instrument_ids()`
-    (called only when the topic holds anything: on an empty topic this costs one request)."""
+    (called only when the topic holds anything: on an empty topic this costs its offsets)."""
     topic = settings.topics.records.name
     tps = await topic_partitions(settings, topic)
     partitions = [tp.partition for tp in tps]
     point = ResumePoint(replay_id)
-    if not await _holds_messages(settings, tps):
-        return point
-    wanted: dict[int, set[bytes]] = {}
-    for instrument_id in instrument_ids():
-        key = instrument_key(instrument_id)
-        # The partition the producer's client sends this key to (murmur2, as Java's client).
-        partition = DefaultPartitioner()(key, partitions, partitions)
-        wanted.setdefault(partition, set()).add(key)
-    consumer = make_consumer(settings, "producer-resume", group_id=None)
-    await consumer.start()
-    try:
-        for partition, keys in sorted(wanted.items()):
-            tp = TopicPartition(topic, partition)
-            consumer.assign([tp])
-            await _read_back(consumer, tp, replay_id.encode(), keys, point)
-    finally:
-        await consumer.stop()
-    return point
-
-
-async def _holds_messages(settings: Settings, tps: list[TopicPartition]) -> bool:
     consumer = make_consumer(settings, "producer-resume", group_id=None)
     await consumer.start()
     try:
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
+        if not any(ends[tp] > starts[tp] for tp in tps):
+            return point
+        wanted: dict[int, set[bytes]] = {}
+        for instrument_id in instrument_ids():
+            key = instrument_key(instrument_id)
+            # The partition the producer's client sends this key to (murmur2, as Java's client).
+            partition = DefaultPartitioner()(key, partitions, partitions)
+            wanted.setdefault(partition, set()).add(key)
+        for partition, keys in sorted(wanted.items()):
+            tp = TopicPartition(topic, partition)
+            consumer.assign([tp])
+            await _read_back(consumer, tp, (starts[tp], ends[tp]), replay_id.encode(), keys, point)
     finally:
         await consumer.stop()
-    return any(ends[tp] > starts[tp] for tp in tps)
+    return point
 
 
 async def _read_back(
     consumer: AIOKafkaConsumer,
     tp: TopicPartition,
+    offsets: tuple[int, int],
     replay_id: bytes,
     keys: set[bytes],
     point: ResumePoint,
 ) -> None:
-    start = (await consumer.beginning_offsets([tp]))[tp]
-    end = (await consumer.end_offsets([tp]))[tp]
+    """The newest message of the replay for each of `keys` in the partition, whose offsets span
+    [start, end): read backwards in growing steps."""
+    start, end = offsets
     missing = set(keys)
     step = FIRST_STEP
     upper = end
@@ -163,10 +156,12 @@ async def _read_back(
 
 class ResumeFilter:
     """Drops the records a replay already sent: the first `n` records of each instrument in
-    the replay's stream of records (file records and the Clears between copies alike)."""
+    the replay's stream of records (file records and the Clears between copies alike). Without
+    a resume point (or once every instrument is past its count) it returns records as they are."""
 
-    def __init__(self, point: ResumePoint) -> None:
-        self.remaining = {i: s.records for i, s in point.sent.items() if s.records}
+    def __init__(self, point: ResumePoint | None) -> None:
+        sent = {} if point is None else point.sent
+        self.remaining = {i: s.records for i, s in sent.items() if s.records}
 
     def __call__(self, records: np.ndarray) -> np.ndarray:
         if not self.remaining or not len(records):
