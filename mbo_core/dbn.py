@@ -84,13 +84,13 @@ class MboFile:
                     now = consumed()
                     progress(now - reported)
                     reported = now
-                records = None if decoder else _view_mbo(chunk, self.path)
+                records = None if decoder else _view_mbo(chunk, seen, self.path)
                 if records is None:
                     # Not a plain MBO body (from here on): decode record by record.
                     decoder = decoder or _decoder_after(metadata)
                     records = _decode_records(decoder, chunk, self.path)
-                if len(records):
                     _check_codes(records, seen, self.path)
+                if len(records):
                     seen += len(records)
                     yield records
             if decoder is not None and decoder.buffer():
@@ -223,8 +223,9 @@ def _body_chunks(stream: BinaryIO, chunk_bytes: int, path: Path) -> Iterator[byt
         yield pending
 
 
-def _view_mbo(chunk: bytes, path: Path) -> np.ndarray | None:
-    """The chunk as MBO records in place, or None if it holds anything but plain MBO records."""
+def _view_mbo(chunk: bytes, seen: int, path: Path) -> np.ndarray | None:
+    """The chunk as MBO records in place, or None if it holds anything but plain MBO records
+    (the decoder reads those); InputError for records with codes no MBO record has."""
     if len(chunk) % MBO_DTYPE.itemsize:
         if chunk[1:2] != bytes([RTYPE_MBO]):
             return None
@@ -233,20 +234,24 @@ def _view_mbo(chunk: bytes, path: Path) -> np.ndarray | None:
             f"({len(chunk) % MBO_DTYPE.itemsize} of {MBO_DTYPE.itemsize} bytes)"
         )
     records = np.frombuffer(chunk, dtype=MBO_DTYPE)
-    if ((records["rtype"] != RTYPE_MBO) | (records["length"] != MBO_LENGTH_WORDS)).any():
+    invalid = first_invalid_record(records)
+    if invalid is not None and invalid[1] == "rtype":
         return None
+    _refuse_invalid(invalid, seen, path)
     return records
 
 
 def _check_codes(records: np.ndarray, seen: int, path: Path) -> None:
-    """InputError naming the first record that cannot be an MBO record (zstd data corrupted
-    without a frame checksum decompresses to such garbage; the pipeline would refuse it)."""
-    invalid = first_invalid_record(records)
+    """InputError naming the first decoded record that cannot be an MBO record."""
+    _refuse_invalid(first_invalid_record(records), seen, path)
+
+
+def _refuse_invalid(invalid: tuple[int, str, str] | None, seen: int, path: Path) -> None:
+    # zstd data corrupted in a frame without a checksum decompresses to such garbage (and the
+    # pipeline would refuse it): the first bad record is named, counted from the body's start.
     if invalid is not None:
         index, _, detail = invalid
-        raise InputError(
-            f"{path}: corrupt: record {seen + index:,} of the file: {detail.split(': ', 1)[1]}"
-        )
+        raise InputError(f"{path}: corrupt: record {seen + index:,} of the file: {detail}")
 
 
 def _decoder_after(metadata: bytes) -> databento_dbn.DBNDecoder:

@@ -76,9 +76,10 @@ assert _OFFSETS["length"] == 0 and _OFFSETS["rtype"] == 1
 
 
 def first_invalid_record(records: np.ndarray) -> tuple[int, str, str] | None:
-    """(index, reason, what is wrong) of the first record that is not a plain MBO record with
-    DBN's action and side codes; None if all are. Reasons: "rtype" (rtype or length field),
-    "action", "side". Valid records cost two passes over 16-bit columns (9 µs for 1,000)."""
+    """(index, reason, what is wrong with that record) of the first record that is not a plain
+    MBO record with DBN's action and side codes; None if all are. Reasons: "rtype" (rtype or
+    length field), "action", "side". Valid records cost two passes over 16-bit columns (9 µs for
+    1,000)."""
     words = np.ascontiguousarray(records).view(np.uint16).reshape(len(records), -1)
     if (words[:, 0] == _HEAD_WORD).all() and _VALID_CODES[words[:, _CODES_WORD]].all():
         return None
@@ -91,7 +92,7 @@ def _describe_invalid(records: np.ndarray) -> tuple[int, str, str] | None:
         i = int(np.argmax(bad))
         rtype, length = records["rtype"][i], records["length"][i]
         detail = (
-            f"record {i}: rtype {rtype:#04x}, length {length} words "
+            f"rtype {rtype:#04x}, length {length} words "
             f"(a plain MBO record is rtype {RTYPE_MBO:#04x}, {MBO_LENGTH_WORDS} words)"
         )
         return i, "rtype", detail
@@ -100,7 +101,7 @@ def _describe_invalid(records: np.ndarray) -> tuple[int, str, str] | None:
         bad = ~valid[values]
         if bad.any():
             i = int(np.argmax(bad))
-            return i, field, f"record {i}: {field} {bytes([values[i]])!r} outside {codes.decode()}"
+            return i, field, f"{field} {bytes([values[i]])!r} outside {codes.decode()}"
     return None
 
 

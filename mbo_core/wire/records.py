@@ -108,6 +108,8 @@ class RecordsMessage:
     #: The records of the instrument's events still open after this message never close (the
     #: file, or one copy of a looped replay, ended mid-event): count them, never apply them.
     unterminated_tail: bool = False
+    #: The message's instrument: its key's, else its records'; None for a message with neither.
+    instrument_id: int | None = None
 
 
 def decode_records(
@@ -144,7 +146,7 @@ def decode_records(
             f"but {len(records)} records",
         )
     if len(records):
-        _check_records(records, instrument)
+        instrument = _check_records(records, instrument)
     try:
         symbol = h.get(H_SYMBOL, b"").decode() or None
         sent_ns = int(h.get(H_SENT_NS, b"0") or 0)
@@ -156,15 +158,17 @@ def decode_records(
         symbol=symbol,
         end_of_stream=end_of_stream,
         unterminated_tail=h.get(H_UNTERMINATED_TAIL) == b"1",
+        instrument_id=instrument,
     )
 
 
-def _check_records(records: np.ndarray, instrument: int | None) -> None:
-    """MalformedMessage naming the first bad record."""
+def _check_records(records: np.ndarray, instrument: int | None) -> int:
+    """The records' instrument (the key's `instrument` when given); MalformedMessage naming the
+    first bad record."""
     invalid = first_invalid_record(records)
     if invalid is not None:
-        _, reason, detail = invalid
-        raise MalformedMessage(reason, detail)
+        index, reason, detail = invalid
+        raise MalformedMessage(reason, f"record {index}: {detail}")
     instruments = records["instrument_id"]
     expected = int(instruments[0]) if instrument is None else instrument
     bad = instruments != expected
@@ -175,3 +179,4 @@ def _check_records(records: np.ndarray, instrument: int | None) -> None:
             f"record {i}: instrument {instruments[i]} in a message of instrument {expected}"
             + (" (its key)" if instrument is not None else " (its first record)"),
         )
+    return expected
