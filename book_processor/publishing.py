@@ -164,9 +164,13 @@ class BookPublisher:
         self.next_offset = offset + 1
         try:
             message = decode_records(value, headers, key)
-            instrument_id = _instrument_of(key, message.records)
+            if message.instrument_id is None:
+                raise MalformedMessage(
+                    "key", "records message without key or records: instrument unknown"
+                )
         except MalformedMessage as exc:
             return Published(instrument_id=_key_or_zero(key), records=0, events=0, rejected=exc)
+        instrument_id = message.instrument_id
         if message.symbol:
             self.symbols[instrument_id] = message.symbol
         context = EventContext(
@@ -373,15 +377,6 @@ class BookPublisher:
         for b in range(self._known_books, len(keys)):
             self._books_of.setdefault(keys[b].instrument_id, []).append(b)
         self._known_books = max(self._known_books, len(keys))
-
-
-def _instrument_of(key: bytes | None, records: np.ndarray) -> int:
-    keyed = key_instrument(key)
-    if keyed is not None:
-        return keyed
-    if len(records):
-        return int(records["instrument_id"][0])
-    raise MalformedMessage("key", "records message without key or records: instrument unknown")
 
 
 def _key_or_zero(key: bytes | None) -> int:
