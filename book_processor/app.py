@@ -40,10 +40,10 @@ from book_processor.publishing import BookPublisher, Published
 from mbo_core import metrics
 from mbo_core.heap import FREEZE_EVERY_S, HeapSchedule
 from mbo_core.kafka.clients import faust_app_kwargs, make_consumer
+from mbo_core.kafka.dead_letters import note_refusal
 from mbo_core.latency_log import LatencyLog
 from mbo_core.settings import Settings
 from mbo_core.wire import H_PROCESSED_NS, MalformedMessage, instrument_key
-from mbo_core.wire.dead_letter import dead_letter_headers, refusal
 
 log = logging.getLogger("book_processor")
 
@@ -398,14 +398,9 @@ class _DeadLetters:
     async def send(
         self, message: Any, headers: list[tuple[str, bytes]], error: MalformedMessage
     ) -> None:
-        letter = refusal(STAGE, message.topic, message.partition, message.offset,
-                         message.key, error)  # fmt: skip
-        log.warning(letter.line())
-        metrics.MESSAGES_REJECTED.labels(STAGE, message.topic, error.reason).inc()
-        await self._producer.send(
-            self._topic, message.key, message.value, None, None,
-            dead_letter_headers(headers, letter),
-        )  # fmt: skip
+        copy_headers = note_refusal(STAGE, message.topic, message.partition, message.offset,
+                                    message.key, headers, error)  # fmt: skip
+        await self._producer.send(self._topic, message.key, message.value, None, None, copy_headers)
 
 
 class _Partitions:

@@ -43,19 +43,18 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from clickhouse_connect.driver.client import Client
 
 from mbo_core.errors import MboError
+from mbo_core.kafka.dead_letters import note_refusal
 from mbo_core.kafka.topics import ensure_topics
 from mbo_core.metrics import (
     BATCH_RECORDS,
     CONSUMER_LAG,
     END_TO_END_SECONDS,
     MESSAGES_IN,
-    MESSAGES_REJECTED,
     RECORDS_IN,
 )
 from mbo_core.settings import Settings
 from mbo_core.storage.clickhouse import apply_schema, connect
 from mbo_core.wire import MalformedMessage
-from mbo_core.wire.dead_letter import dead_letter_headers, refusal
 from sink.decode import TABLES, Decoded, EventRows, Kind, RecordChunk, decode_message
 from sink.writer import InsertError, InsertResult, check_tables, insert_events, insert_records
 
@@ -155,10 +154,8 @@ class DeadLetters:
         self._producer: AIOKafkaProducer | None = None
 
     async def send(self, message: ConsumerRecord, error: MalformedMessage) -> None:
-        letter = refusal(STAGE, message.topic, message.partition, message.offset,
-                         message.key, error)  # fmt: skip
-        log.warning(letter.line())
-        MESSAGES_REJECTED.labels(STAGE, message.topic, error.reason).inc()
+        copy_headers = note_refusal(STAGE, message.topic, message.partition, message.offset,
+                                    message.key, message.headers, error)  # fmt: skip
         if self._producer is None:
             from mbo_core.kafka.clients import make_producer  # noqa: PLC0415
 
@@ -169,7 +166,7 @@ class DeadLetters:
             self.topic,
             message.value,
             key=message.key,
-            headers=dead_letter_headers(message.headers, letter),
+            headers=copy_headers,
         )
 
     async def stop(self) -> None:

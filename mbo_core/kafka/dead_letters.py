@@ -1,19 +1,35 @@
-"""Reading the dead-letter topic back (mbo_core/wire/dead_letter.py has its format)."""
+"""The dead-letter topic's I/O side (mbo_core/wire/dead_letter.py has its format): noting a
+refusal the one way every consumer does, and reading the topic back."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from mbo_core.kafka.clients import make_consumer, topic_partitions
+from mbo_core.metrics import MESSAGES_REJECTED
 from mbo_core.settings import Settings
 from mbo_core.wire import MalformedMessage
-from mbo_core.wire.dead_letter import DeadLetter, decode_dead_letter
+from mbo_core.wire.dead_letter import DeadLetter, dead_letter_headers, decode_dead_letter, refusal
+
+log = logging.getLogger("mbo.dead_letters")
 
 #: Longest wait for the dead-letter topic's messages up to its end offsets.
 READ_TIMEOUT_S = 30.0
+
+
+def note_refusal(
+    stage: str, topic: str, partition: int, offset: int, key: bytes | None,
+    headers: list[tuple[str, bytes]] | None, error: MalformedMessage,
+) -> list[tuple[str, bytes]]:  # fmt: skip
+    """Log (once) and count a message `stage` refused; the headers of its dead-letter copy."""
+    letter = refusal(stage, topic, partition, offset, key, error)
+    log.warning(letter.line())
+    MESSAGES_REJECTED.labels(stage, topic, error.reason).inc()
+    return dead_letter_headers(headers, letter)
 
 
 @dataclass
