@@ -192,8 +192,8 @@ class Supervisor:
         code = broker.exit_code()
         if code is None:
             return False
-        # Like a stage: it gives up on a broker that keeps dying soon after it starts, not on
-        # one that died a few times over a long run.
+        # Like a stage: the run gives up on a broker that keeps dying (a crash loop), not on
+        # one killed now and then over a long run.
         self._count_death(
             "the local broker", code, self._broker_deaths, broker.restarts,
             Path(broker.state.log_file),
