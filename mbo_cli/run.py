@@ -423,7 +423,7 @@ async def _wait_drained(
 ) -> float:
     from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-    from mbo_core.kafka.clients import OffsetWatch, bootstrap_servers  # noqa: PLC0415
+    from mbo_core.kafka.clients import OffsetWatch, probe_bootstrap  # noqa: PLC0415
 
     topics = settings.topics
     groups = settings.kafka
@@ -457,7 +457,7 @@ async def _wait_drained(
 
     deadline = time.monotonic() + timeout
     previous: tuple[Any, ...] | None = None
-    broker = _BrokerWatch(bootstrap_servers(settings))
+    broker = _BrokerWatch(probe_bootstrap(settings))
     # One consumer and one admin client for the whole wait (see OffsetWatch).
     async with OffsetWatch(settings) as watch:
         while time.monotonic() < deadline:
@@ -494,28 +494,27 @@ async def _wait_drained(
 
 class _BrokerWatch:
     """Fails the drain wait once no bootstrap server answered Kafka for BROKER_AWAY_S: the
-    stages cannot make progress then, and waiting out --timeout (30 min) would only hide it."""
+    stages cannot make progress then, and waiting out --timeout (30 min) would only hide it.
+    bootstrap None (TLS/SASL listeners, which the probe cannot ask): it watches nothing."""
 
     BROKER_AWAY_S = 30.0
     EVERY_S = 2.0
 
-    def __init__(self, bootstrap: str) -> None:
-        self.servers = [s.rsplit(":", 1) for s in bootstrap.split(",") if s]
+    def __init__(self, bootstrap: str | None) -> None:
         self.bootstrap = bootstrap
         self.answered_at = time.monotonic()
         self.asked_at = 0.0
 
     async def check(self) -> None:
-        from mbo_core.kafka.probes import kafka_answers  # noqa: PLC0415
+        from mbo_core.kafka.probes import bootstrap_answers  # noqa: PLC0415
 
         now = time.monotonic()
-        if now - self.asked_at < self.EVERY_S:
+        if self.bootstrap is None or now - self.asked_at < self.EVERY_S:
             return
         self.asked_at = now
-        for host, port in self.servers:
-            if await asyncio.to_thread(kafka_answers, host, int(port)):
-                self.answered_at = time.monotonic()
-                return
+        if await asyncio.to_thread(bootstrap_answers, self.bootstrap):
+            self.answered_at = time.monotonic()
+            return
         away = time.monotonic() - self.answered_at
         if away > self.BROKER_AWAY_S:
             raise MboError(

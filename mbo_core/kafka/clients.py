@@ -114,14 +114,21 @@ def admin_kwargs(settings: Settings, role: str = "admin") -> dict[str, Any]:
     return common_kwargs(settings, role)
 
 
+def probe_bootstrap(settings: Settings) -> str | None:
+    """The bootstrap servers when the hand-written probes (mbo_core.kafka.probes, plain
+    ApiVersions over TCP) can ask them; None on TLS/SASL listeners, which they cannot."""
+    if settings.kafka.security_protocol != "PLAINTEXT":
+        return None
+    return bootstrap_servers(settings)
+
+
 def watch_kafka_reachable(settings: Settings, stage: str) -> bool:
     """Start the stage's `mbo_kafka_reachable` watch (mbo_core.kafka.probes.watch_kafka) on
     plaintext listeners; False, watching nothing, on TLS/SASL ones (the probe speaks plain)."""
     from mbo_core.kafka.probes import watch_kafka  # noqa: PLC0415
 
-    if settings.kafka.security_protocol != "PLAINTEXT":
-        return False
-    return watch_kafka(bootstrap_servers(settings), stage)
+    bootstrap = probe_bootstrap(settings)
+    return bootstrap is not None and watch_kafka(bootstrap, stage)
 
 
 def make_producer(settings: Settings, role: str, **overrides: Any) -> AIOKafkaProducer:

@@ -95,6 +95,12 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
     return data
 
 
+def bootstrap_answers(bootstrap: str) -> bool:
+    """True if a server of `bootstrap` (host:port,... on plaintext listeners) answers Kafka."""
+    servers = [s.strip().rsplit(":", 1) for s in bootstrap.split(",") if s.strip()]
+    return any(kafka_answers(host, int(port)) for host, port in servers)
+
+
 #: How often a stage's watch asks the bootstrap servers whether Kafka answers.
 WATCH_EVERY_S = 5.0
 
@@ -106,15 +112,14 @@ def watch_kafka(bootstrap: str, stage: str, *, every_s: float = WATCH_EVERY_S) -
     (the caller passes only plaintext bootstraps)."""
     from mbo_core.metrics import KAFKA_REACHABLE  # noqa: PLC0415
 
-    servers = [s.strip().rsplit(":", 1) for s in bootstrap.split(",") if s.strip()]
-    if not servers:
+    if not bootstrap.strip(", "):
         return False
     gauge = KAFKA_REACHABLE.labels(stage)
 
     def watch() -> None:
         reachable: bool | None = None
         while True:
-            now = any(kafka_answers(host, int(port)) for host, port in servers)
+            now = bootstrap_answers(bootstrap)
             if reachable is not None and now != reachable:
                 log.warning(
                     "Kafka at %s %s", bootstrap, "answers again" if now else "does not answer"

@@ -9,7 +9,9 @@ import pytest
 
 from mbo_cli.run import _BrokerWatch
 from mbo_core.errors import MboError
+from mbo_core.kafka.clients import probe_bootstrap
 from mbo_core.kafka.probes import free_port
+from tests.conftest import make_settings
 
 
 def test_a_broker_that_does_not_answer_fails_the_wait_naming_it(
@@ -28,3 +30,20 @@ def test_a_broker_that_does_not_answer_fails_the_wait_naming_it(
 
     with pytest.raises(MboError, match=f"broker at {address} has not answered for 0 s"):
         asyncio.run(wait())
+
+
+def test_tls_listeners_which_the_probe_cannot_ask_are_not_watched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A TLS listener never answers the probe's plain ApiVersions: watching it would end every
+    drain wait against a TLS cluster after 30 s."""
+    monkeypatch.setattr(_BrokerWatch, "BROKER_AWAY_S", 0.0)
+    monkeypatch.setattr(_BrokerWatch, "EVERY_S", 0.0)
+    tls = make_settings(kafka={"bootstrap_servers": "127.0.0.1:1", "security_protocol": "SSL"})
+    assert probe_bootstrap(tls) is None
+    assert probe_bootstrap(make_settings(kafka={"bootstrap_servers": "127.0.0.1:1"})) == (
+        "127.0.0.1:1"
+    )
+    watch = _BrokerWatch(probe_bootstrap(tls))
+    for _ in range(3):
+        asyncio.run(watch.check())  # never raises
