@@ -69,17 +69,13 @@ async def live(
     # FastAPI, whose refusal of `?max_hz=abc` closes the handshake with a bare HTTP 403.
     await websocket.accept()
     problem = None
-    numbers = _ws_numbers(instrument_id, max_hz, depth, publisher_id)
+    params = _ws_params(instrument_id, max_hz, depth, publisher_id)
     if not authorized(websocket):
         problem = (4401, {"status": 401, "detail": "missing or wrong bearer token"})
-    elif numbers is None:
-        problem = (4422, {"status": 422, "detail": "instrument_id, depth and publisher_id must "
-                          "be integers and max_hz a number"})  # fmt: skip
-    elif not (0 < numbers[1] <= 1000 and 1 <= numbers[2] <= MAX_DEPTH):
-        problem = (4422, {"status": 422, "detail": "max_hz must be in (0, 1000] and depth "
-                          f"in [1, {MAX_DEPTH}]"})  # fmt: skip
+    elif isinstance(params, str):
+        problem = (4422, {"status": 422, "detail": params})
     else:
-        instrument, hz_asked, levels, publisher = numbers
+        instrument, hz_asked, levels, publisher = params
         try:
             key = live_key(state, instrument, publisher)
         except HTTPException as exc:
@@ -90,14 +86,13 @@ async def live(
         await websocket.close(code)
         return
     hz = min(hz_asked, settings.api.ws_max_hz)
-    depth_levels = levels
     clients = API_WEBSOCKET_CLIENTS.labels(kind="websocket")
     clients.inc()
 
     async def send(payload: bytes) -> None:
         await websocket.send_text(payload.decode())
 
-    sender = asyncio.create_task(feed(state, key, depth_levels, hz, send, "websocket"))
+    sender = asyncio.create_task(feed(state, key, levels, hz, send, "websocket"))
     receiver = asyncio.create_task(_drain(websocket))
     try:
         await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
@@ -110,18 +105,23 @@ async def live(
                 await task
 
 
-def _ws_numbers(
+def _ws_params(
     instrument_id: str, max_hz: str, depth: str, publisher_id: str | None
-) -> tuple[int, float, int, int | None] | None:
-    """The WebSocket's parameters as numbers; None if one is not a (finite) number."""
+) -> tuple[int, float, int, int | None] | str:
+    """The WebSocket's parameters as (instrument, max_hz, depth, publisher), or what is wrong
+    with them."""
+    not_numbers = "instrument_id, depth and publisher_id must be integers and max_hz a number"
     try:
         hz = float(max_hz)
-        if not math.isfinite(hz):
-            return None
         publisher = None if publisher_id in (None, "") else int(publisher_id)
-        return int(instrument_id), hz, int(depth), publisher
+        instrument, levels = int(instrument_id), int(depth)
     except ValueError:
-        return None
+        return not_numbers
+    if not math.isfinite(hz):
+        return not_numbers
+    if not (0 < hz <= 1000 and 1 <= levels <= MAX_DEPTH):
+        return f"max_hz must be in (0, 1000] and depth in [1, {MAX_DEPTH}]"
+    return instrument, hz, levels, publisher
 
 
 async def _drain(websocket: WebSocket) -> None:
