@@ -315,7 +315,7 @@ def create_app(settings: Settings) -> faust.App:
                                                      topics.records.name))  # fmt: skip
     stage_metrics = _StageMetrics(topics.records.name, topics.bbo.name, topics.snapshots.name)
     partitions = _Partitions(app.producer)
-    dead_letters = _DeadLetters(app.producer, topics.dead_letter.name)
+    dead_letters = _DeadLetterCopier(app.producer, topics.dead_letter.name)
     log_dir = settings.pipeline.latency_log_dir
     latencies = LatencyLog(log_dir) if log_dir is not None else None
 
@@ -386,7 +386,7 @@ def _headers(message: Any) -> list[tuple[str, bytes]]:
     return list(headers.items()) if isinstance(headers, dict) else list(headers)
 
 
-class _DeadLetters:
+class _DeadLetterCopier:
     """Copies the records messages the publishers refused to the dead-letter topic
     (mbo_core/wire/dead_letter.py). Like the outputs, the copy is handed to the producer's
     batch: Faust flushes the producer before it commits the message's offset."""

@@ -144,7 +144,7 @@ class _Batch:
         return kept
 
 
-class DeadLetters:
+class DeadLetterCopier:
     """Copies refused messages to the dead-letter topic (mbo_core/wire/dead_letter.py) and
     waits for the broker's ack. Its producer starts on the first one: most runs have none."""
 
@@ -189,7 +189,7 @@ class _Sink:
         client: Client,
         consumer: AIOKafkaConsumer,
         on_flush: Callable[[SinkSummary], None] | None,
-        dead_letters: DeadLetters,
+        dead_letters: DeadLetterCopier,
     ) -> None:
         self.client = client
         self.consumer = consumer
@@ -510,7 +510,7 @@ async def _consume(
     consumer = make_consumer(
         settings, STAGE, group_id=settings.kafka.sink_group_id, **consumer_overrides(settings)
     )
-    dead_letters = DeadLetters(settings)
+    dead_letters = DeadLetterCopier(settings)
     sink = _Sink(settings, client, consumer, on_flush, dead_letters)
     consumer.subscribe(names, listener=_Listener(sink))
     try:
