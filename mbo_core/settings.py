@@ -5,6 +5,8 @@ Every variable is `MBO_<GROUP>__<FIELD>` (or `MBO_<FIELD>` at the top level), e.
 keyword arguments, process environment, the profile's env file (`.env.<profile>`), `.env`, secret
 files (a file named like the variable in `MBO_SECRETS_DIR`, default `/run/secrets` when it
 exists), the profile's defaults, the defaults written below (which are the `dev` profile's).
+One variable has no MBO_ name: Databento's own `DATABENTO_API_KEY` (environment only), the
+fallback of `MBO_DATABENTO__API_KEY`.
 
 `MBO_PROFILE` picks the defaults: `dev` (the default: a local broker started by `mbo infra up`,
 chDB under the data dir, short Kafka timeouts so group joins take ~1 s), `staging` and `prod`
@@ -54,6 +56,10 @@ NESTED_DELIMITER: Final = "__"
 ENV_FILE_VAR: Final = "MBO_ENV_FILE"
 SECRETS_DIR_VAR: Final = "MBO_SECRETS_DIR"
 DEFAULT_SECRETS_DIR: Final = Path("/run/secrets")
+
+#: Databento's own variable for the API key, read when MBO_DATABENTO__API_KEY is not set.
+DATABENTO_KEY_VAR: Final = "DATABENTO_API_KEY"
+DEFAULT_HISTORICAL_GATEWAY: Final = "https://hist.databento.com"
 
 _DAY_MS: Final = 24 * 3600 * 1000
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -605,6 +611,63 @@ class MetricsSettings(_Group):
     sink_port: int = Field(default=9102, ge=0, le=65535, description="Sink /metrics.")
 
 
+class DatabentoSettings(_Group):
+    """Databento's gateways, the API key and what `mbo fetch` may spend (docs/databento.md)."""
+
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="Databento API key (secret: env or secret file only; never logged or "
+        "printed). Unset: DATABENTO_API_KEY, the variable Databento's own tools read.",
+    )
+    historical_gateway: str = Field(
+        default=DEFAULT_HISTORICAL_GATEWAY,
+        description="Historical API gateway: https://host[:port] (the client always speaks "
+        "HTTPS; a test points it at a local fake).",
+    )
+    live_gateway: str | None = Field(
+        default=None,
+        description="Live gateway host; unset: the dataset's own "
+        "(<dataset>.lsg.databento.com, e.g. glbx-mdp3.lsg.databento.com).",
+    )
+    live_port: int = Field(default=13000, ge=1, le=65535, description="Port of the Live gateway.")
+    cost_limit_usd: float = Field(
+        default=5.0,
+        ge=0,
+        description="`mbo fetch` refuses a request that costs more than this (USD, as "
+        "metadata.get_cost quotes it) unless given --yes; 0: every paid request needs --yes.",
+    )
+    cache_dir: Path | None = Field(
+        default=None,
+        description="Where fetched files are kept, one per request, so the same request is "
+        "not paid twice; unset: <data dir>/databento.",
+    )
+
+    @field_validator("historical_gateway")
+    @classmethod
+    def _check_gateway(cls, value: str) -> str:
+        text = value.strip().rstrip("/")
+        parts = urlsplit(text if "://" in text else f"https://{text}")
+        if parts.scheme != "https":
+            raise ValueError("expected https://host[:port]: the Databento client speaks only HTTPS")
+        if not parts.hostname or "@" in parts.netloc or parts.query or parts.fragment:
+            raise ValueError("expected https://host[:port] (no credentials, query or fragment)")
+        try:
+            parts.port  # noqa: B018 (raises on a bad port)
+        except ValueError as exc:
+            raise ValueError(f"expected https://host[:port]: {exc}") from None
+        return parts.geturl()
+
+    @field_validator("live_gateway")
+    @classmethod
+    def _check_live_gateway(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        host = value.strip()
+        if not host or "://" in host or "/" in host or ":" in host.strip("[]"):
+            raise ValueError("expected a host name (the port is MBO_DATABENTO__LIVE_PORT)")
+        return host
+
+
 #: What each profile changes from the defaults written in the fields (which are dev's).
 _PROFILE_DEFAULTS: Final[dict[Profile, dict[str, dict[str, Any]]]] = {
     "dev": {},
@@ -667,6 +730,10 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(
         default_factory=MetricsSettings, description="Prometheus endpoints."
     )
+    databento: DatabentoSettings = Field(
+        default_factory=DatabentoSettings,
+        description="Databento: API key, gateways, cost limit, download cache.",
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -679,11 +746,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The nested source maps a secret file MBO_CLICKHOUSE__PASSWORD to clickhouse.password,
         # which the flat default source cannot do.
+        # DATABENTO_API_KEY comes last: every MBO_ source (a secret file too) wins over it.
         return (
             init_settings,
             env_settings,
             dotenv_settings,
             NestedSecretsSettingsSource(file_secret_settings, secrets_dir_missing="ok"),
+            _DatabentoKeySource(settings_cls),
         )
 
     @model_validator(mode="before")
@@ -746,6 +815,15 @@ class Settings(BaseSettings):
         return f"chdb://{self.data_dir / 'clickhouse'}"
 
     @property
+    def databento_cache_dir(self) -> Path:
+        """Where `mbo fetch` keeps what it downloaded: the configured directory (made absolute),
+        else `<data dir>/databento`."""
+        configured = self.databento.cache_dir
+        if configured is None:
+            return self.data_dir / "databento"
+        return configured.expanduser().resolve()
+
+    @property
     def processor_dir(self) -> Path:
         """The book processors' local state on this machine (Faust's data and checkpoints), a
         directory per consumer group under it: `<data dir>/processor`."""
@@ -757,6 +835,17 @@ class Settings(BaseSettings):
         server). chDB lets one process open it: the stages that need it share a process."""
         parts = urlsplit(self.clickhouse_url)
         return Path(parts.path) if parts.scheme == "chdb" else None
+
+
+class _DatabentoKeySource(PydanticBaseSettingsSource):
+    """DATABENTO_API_KEY from the process environment, as databento.api_key."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # everything happens in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        key = os.environ.get(DATABENTO_KEY_VAR, "").strip()
+        return {"databento": {"api_key": key}} if key else {}
 
 
 def env_var_names(model: type[BaseModel] = Settings, prefix: str = ENV_PREFIX) -> Iterator[str]:
