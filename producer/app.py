@@ -58,7 +58,7 @@ from mbo_core.shutdown import run_until_signalled
 from mbo_core.wire import end_of_stream_headers, instrument_key, records_headers
 from producer.chunking import Chunk, Chunker, FlushSchedule, clear_records, last_of_each_book
 from producer.pacing import Pacer, Pacing
-from producer.resume import ResumeFilter, ResumePoint, resume_point
+from producer.resume import ResumeFilter, ResumePoint, new_replay_id, resume_point
 
 log = logging.getLogger("producer")
 
@@ -196,7 +196,10 @@ async def _produce(
 ) -> ProduceSummary:
     await ensure_topics(settings)
     point = None
-    if replay_id is not None:
+    if replay_id is None:
+        # A new replay: nothing of it can be in the topic yet, so no resume check.
+        replay_id = new_replay_id()
+    else:
         point = await resume_point(settings, replay_id, lambda: _instrument_ids(source))
         if point.sent:
             log.info(
@@ -223,7 +226,7 @@ async def _produce(
             settings,
             source,
             pacing,
-            _Sender(producer, settings, source, point),
+            _Sender(producer, settings, source, replay_id, point),
             loops=loops,
             progress=progress,
             stop=stop or asyncio.Event(),
@@ -242,11 +245,14 @@ class _Sender:
         producer: AIOKafkaProducer,
         settings: Settings,
         source: MboFile,
+        replay_id: str,
         point: ResumePoint | None = None,
     ) -> None:
         self.producer = producer
         self.point = point
-        self.replay_id = None if point is None else point.replay_id
+        self.replay_id = replay_id
+        #: The copy of the file being sent (1, 2, ...): with the id, the run of every message.
+        self.copy = 1
         # Records of each instrument the replay has sent (by earlier producers of it too).
         self.instrument_records = (
             {} if point is None else {i: s.records for i, s in point.sent.items()}
@@ -294,6 +300,7 @@ class _Sender:
             records=len(chunk),
             unterminated_tail=unterminated_tail,
             replay_id=self.replay_id,
+            replay_copy=self.copy,
             instrument_records=sent_before + len(chunk),
         )
         future = await self._produce(instrument_key(chunk.instrument_id), value, headers)
@@ -323,6 +330,7 @@ class _Sender:
                 symbol=self.symbols.get(instrument_id),
                 sent_ns=time.time_ns(),
                 replay_id=self.replay_id,
+                replay_copy=self.copy,
                 instrument_records=self.instrument_records.get(instrument_id, 0),
             )
             future = await self._produce(instrument_key(instrument_id), b"", headers)
@@ -467,6 +475,9 @@ class _Replay:
             await self._send_unfinished()
             self.pacer.end_copy()
             if copy < self.loops - 1:
+                # Every chunk of this copy is sent (above): what follows, the Clears first, is
+                # the next copy's run.
+                self.sender.copy = copy + 2
                 clears = clear_records(self.books)
                 self.clears += len(clears)
                 await self.sender.send(self.chunker.feed(self.unsent(clears)))

@@ -17,6 +17,8 @@ or the partition's start was reached.
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -37,6 +39,13 @@ log = logging.getLogger("producer")
 FIRST_STEP = 256
 #: Empty fetches (1 s each) in a row before reading back gives up.
 READ_PATIENCE = 30
+
+
+def new_replay_id(prefix: str = "replay") -> str:
+    """A fresh replay id: when it started (UTC) and a random part, e.g.
+    `replay-20261207T142716Z-3f9a1c2e`."""
+    started = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    return f"{prefix}-{started}-{uuid.uuid4().hex[:8]}"
 
 
 @dataclass

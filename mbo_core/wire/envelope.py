@@ -12,6 +12,8 @@ Headers of an event message (ASCII unless noted)::
     source-partition  records-topic partition of the message these events come from
     source-offset     its offset there
     sent-ns           that records message's sent-ns
+    replay-id         that records message's replay-id (absent: none)
+    replay-copy       and replay-copy: the run the events belong to
     depth             levels per side asked for (snapshots; 1 for bbo)
     processed-ns      processor wall clock at publish (added by the processor)
 
@@ -35,6 +37,8 @@ from mbo_core.wire.headers import (
     H_EXT,
     H_EXT_SCHEMA,
     H_INSTRUMENT_ID,
+    H_REPLAY_COPY,
+    H_REPLAY_ID,
     H_SCHEMA,
     H_SENT_NS,
     H_SOURCE_OFFSET,
@@ -75,6 +79,9 @@ class EventContext:
     source_partition: int
     source_offset: int
     sent_ns: int
+    #: The run of that records message (its replay-id and replay-copy; "" and 0 without).
+    replay_id: str = ""
+    replay_copy: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +160,11 @@ def encode_events(
         (H_SENT_NS, str(context.sent_ns).encode()),
         (H_DEPTH, str(depth).encode()),
     ]
+    if context.replay_id:
+        headers += [
+            (H_REPLAY_ID, context.replay_id.encode()),
+            (H_REPLAY_COPY, str(context.replay_copy).encode()),
+        ]
     return Encoded(records.tobytes(), headers)
 
 
@@ -200,6 +212,8 @@ def decode_events(
         source_partition=header_int_in(h, H_SOURCE_PARTITION, 0, 1 << 16),
         source_offset=header_int_in(h, H_SOURCE_OFFSET, 0, 1 << 63),
         sent_ns=header_int_in(h, H_SENT_NS, 0, 1 << 63),
+        replay_id=h.get(H_REPLAY_ID, b"").decode(errors="replace"),
+        replay_copy=header_int_in(h, H_REPLAY_COPY, 0, 1 << 32) if H_REPLAY_COPY in h else 0,
     )
     keyed = key_instrument(key)
     if keyed is not None and keyed != context.instrument_id:

@@ -16,6 +16,9 @@ H_END_OF_STREAM = "end-of-stream"
 H_UNTERMINATED_TAIL = "unterminated-tail"
 H_PROCESSED_NS = "processed-ns"  # processor wall clock at publish
 H_REPLAY_ID = "replay-id"  # the replay that sent a records message (a resumed replay keeps it)
+#: Which copy of a looped replay (1, 2, ...): a (replay-id, replay-copy) pair is one run of the
+#: data, whose books start empty and whose history rows are told apart from other runs'.
+H_REPLAY_COPY = "replay-copy"
 #: Records of the message's instrument this replay has sent, this message's included: where a
 #: resumed replay goes on from (producer/resume.py).
 H_INSTRUMENT_RECORDS = "instrument-records"

@@ -9,8 +9,11 @@ another's closes: consumers hold its records until its F_LAST, mbo_core/book/eve
 
 Headers: `mbo-schema: dbn.mbo`, `dbn-version: 3`, `dataset`, `symbol`, `sent-ns` (producer wall
 clock at send, ns since the epoch), `records` (the count), `replay-id` (the replay; a replay resumed
-after its producer died keeps it) and `instrument-records` (records of the message's instrument
-the replay has sent, this message's included: where a resumed replay goes on from). Where a file
+after its producer died keeps it), `replay-copy` (1, 2, ... : the copy of a looped replay) and
+`instrument-records` (records of the message's instrument the replay has sent, this message's
+included: where a resumed replay goes on from). A (replay-id, replay-copy) pair is a **run**:
+the processor starts an instrument's books empty when its run changes, and the history tables
+keep each run's rows apart (docs/storage.md). Where a file
 (or one copy of a looped replay) ends mid-event, the instrument's records after its last F_LAST
 follow as one more message
 with header `unterminated-tail: 1` (it does not end with F_LAST): source data for the records
@@ -33,6 +36,7 @@ from mbo_core.wire.headers import (
     H_END_OF_STREAM,
     H_INSTRUMENT_RECORDS,
     H_RECORDS,
+    H_REPLAY_COPY,
     H_REPLAY_ID,
     H_SCHEMA,
     H_SENT_NS,
@@ -40,6 +44,7 @@ from mbo_core.wire.headers import (
     H_UNTERMINATED_TAIL,
     MalformedMessage,
     check_dbn_version,
+    header_int_in,
     header_map,
     key_instrument,
 )
@@ -47,11 +52,14 @@ from mbo_core.wire.headers import (
 RECORDS_SCHEMA = "dbn.mbo"
 
 
-def _replay_headers(replay_id: str | None, instrument_records: int) -> list[tuple[str, bytes]]:
+def _replay_headers(
+    replay_id: str | None, replay_copy: int, instrument_records: int
+) -> list[tuple[str, bytes]]:
     if replay_id is None:
         return []
     return [
         (H_REPLAY_ID, replay_id.encode()),
+        (H_REPLAY_COPY, str(replay_copy).encode()),
         (H_INSTRUMENT_RECORDS, str(instrument_records).encode()),
     ]
 
@@ -64,6 +72,7 @@ def records_headers(
     records: int,
     unterminated_tail: bool = False,
     replay_id: str | None = None,
+    replay_copy: int = 1,
     instrument_records: int = 0,
 ) -> list[tuple[str, bytes]]:
     headers = [
@@ -76,7 +85,7 @@ def records_headers(
     ]
     if unterminated_tail:
         headers.append((H_UNTERMINATED_TAIL, b"1"))
-    return headers + _replay_headers(replay_id, instrument_records)
+    return headers + _replay_headers(replay_id, replay_copy, instrument_records)
 
 
 def end_of_stream_headers(
@@ -85,6 +94,7 @@ def end_of_stream_headers(
     symbol: str | None,
     sent_ns: int,
     replay_id: str | None = None,
+    replay_copy: int = 1,
     instrument_records: int = 0,
 ) -> list[tuple[str, bytes]]:
     return [
@@ -93,7 +103,7 @@ def end_of_stream_headers(
         (H_SYMBOL, (symbol or "").encode()),
         (H_SENT_NS, str(sent_ns).encode()),
         (H_END_OF_STREAM, b"1"),
-        *_replay_headers(replay_id, instrument_records),
+        *_replay_headers(replay_id, replay_copy, instrument_records),
     ]
 
 
@@ -110,6 +120,9 @@ class RecordsMessage:
     unterminated_tail: bool = False
     #: The message's instrument: its key's, else its records'; None for a message with neither.
     instrument_id: int | None = None
+    #: The run the message belongs to ("" and 0 for messages of producers without replay ids).
+    replay_id: str = ""
+    replay_copy: int = 0
 
 
 def decode_records(
@@ -150,8 +163,12 @@ def decode_records(
     try:
         symbol = h.get(H_SYMBOL, b"").decode() or None
         sent_ns = int(h.get(H_SENT_NS, b"0") or 0)
+        replay_id = h.get(H_REPLAY_ID, b"").decode()
     except ValueError as exc:  # not UTF-8, not an integer
-        raise MalformedMessage("header", f"header {H_SYMBOL} or {H_SENT_NS}: {exc}") from None
+        raise MalformedMessage(
+            "header", f"header {H_SYMBOL}, {H_SENT_NS} or {H_REPLAY_ID}: {exc}"
+        ) from None
+    replay_copy = header_int_in(h, H_REPLAY_COPY, 0, 1 << 32) if H_REPLAY_COPY in h else 0
     return RecordsMessage(
         records=records,
         sent_ns=sent_ns,
@@ -159,6 +176,8 @@ def decode_records(
         end_of_stream=end_of_stream,
         unterminated_tail=h.get(H_UNTERMINATED_TAIL) == b"1",
         instrument_id=instrument,
+        replay_id=replay_id,
+        replay_copy=replay_copy,
     )
 
 

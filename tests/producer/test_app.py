@@ -16,6 +16,7 @@ from generator.core import GeneratorConfig
 from mbo_core.errors import InputError, MboError
 from mbo_core.settings import Settings
 from mbo_core.wire import decode_records
+from mbo_core.wire.headers import H_REPLAY_COPY, H_REPLAY_ID
 from producer.app import SLICE_S, ProduceSummary, chunk_bound, produce_file, time_slice_s
 from producer.chunking import F_LAST, UNDEF_PRICE
 from tests.conftest import make_settings
@@ -64,6 +65,9 @@ def test_the_file_arrives_exactly_as_chunks_of_whole_events(infra_settings: Sett
             ("symbol", b"CLX5"),
             ("sent-ns", str(sent_ns).encode()),
             ("records", str(len(message.records)).encode()),
+            ("replay-id", str(summary.replay_id).encode()),
+            ("replay-copy", b"1"),
+            ("instrument-records", message.header["instrument-records"]),
         )
         decoded = decode_records(message.value, message.headers)
         assert decoded.symbol == "CLX5" and not decoded.end_of_stream
@@ -106,6 +110,17 @@ def test_loops_put_a_clear_of_every_book_between_copies(infra_settings: Settings
     assert (summary.clears, summary.copies, summary.loops) == (1, 2, 2)
     assert summary.records_read == 2 * len(records)
     assert summary.records_sent == 2 * len(records) + 1
+
+    # Every message says its run: the replay's id (a new one: none was given) and its copy,
+    # the Clear opening copy 2; the end marker is copy 2's.
+    assert summary.replay_id is not None and summary.replay_id.startswith("replay-")
+    assert {m.header[H_REPLAY_ID] for m in messages} == {summary.replay_id.encode()}
+    copy_of_records = np.concatenate(
+        [np.full(len(m.records), int(m.header[H_REPLAY_COPY])) for m in messages[:-1]]
+    )
+    assert (copy_of_records[: len(records)] == 1).all()
+    assert (copy_of_records[len(records) :] == 2).all()
+    assert messages[-1].header[H_REPLAY_COPY] == b"2"
 
 
 @pytest.mark.integration
