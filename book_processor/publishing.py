@@ -148,6 +148,8 @@ class BookPublisher:
         self._publisher_bbo: dict[int, dict[int, Bbo]] = {}
         self._publisher_quality: dict[int, dict[int, list[int]]] = {}
         self._consolidated_bbo: dict[int, Bbo] = {}
+        #: Per instrument: the run (replay id, copy) of its last records message.
+        self._run_of: dict[int, tuple[str, int]] = {}
 
     # ----------------------------------------------------------------- messages
 
@@ -171,6 +173,10 @@ class BookPublisher:
         except MalformedMessage as exc:
             return Published(instrument_id=_key_or_zero(key), records=0, events=0, rejected=exc)
         instrument_id = message.instrument_id
+        run = (message.replay_id, message.replay_copy)
+        if self._run_of.setdefault(instrument_id, run) != run:
+            self._start_run(instrument_id)
+            self._run_of[instrument_id] = run
         if message.symbol:
             self.symbols[instrument_id] = message.symbol
         context = EventContext(
@@ -179,6 +185,8 @@ class BookPublisher:
             source_partition=self.partition,
             source_offset=offset,
             sent_ns=message.sent_ns,
+            replay_id=message.replay_id,
+            replay_copy=message.replay_copy,
         )
         snapshots = _Snapshots(self.snapshot_depth)
         if message.end_of_stream:
@@ -222,6 +230,18 @@ class BookPublisher:
             snapshots=snapshots.encode(context),
             snapshot_count=snapshots.total,
         )
+
+    def _start_run(self, instrument_id: int) -> None:
+        """A new run of the instrument's data (another replay, or the next copy of a looped
+        one): its books start empty, counters at zero, as if this were the first message the
+        processor saw of it. The last run's events still open never close (that run stopped
+        without its end-of-stream marker): dropped with its books."""
+        self.gate.take_open(instrument_id)
+        self._index_new_books()
+        self.engine.retire_books(self._books_of.pop(instrument_id, []))
+        self._publisher_bbo.pop(instrument_id, None)
+        self._publisher_quality.pop(instrument_id, None)
+        self._consolidated_bbo.pop(instrument_id, None)
 
     def _end_open_events(self, instrument_id: int) -> None:
         """The instrument's events still open never close (its stream or copy ended): their

@@ -61,6 +61,8 @@ def snapshot_rows(encoded: Encoded) -> list[dict[str, Any]]:
             "final": bool(message.final[i]),
             "depth": message.depth,
             "source": {"partition": context.source_partition, "offset": context.source_offset},
+            "replay_id": context.replay_id,
+            "replay_copy": context.replay_copy,
         }
         for i in range(len(message))
     ]

@@ -29,6 +29,10 @@ assert len(QUALITY_FIELDS) == k.N_QUALITY, "kernel and mbo_core.quality disagree
 _EMPTY_LEVELS = np.zeros((0, 3), dtype=np.int64)
 
 
+#: The instrument id of a retired book (never a DBN instrument id, which is a u32).
+RETIRED = -1
+
+
 class BookNotObservableError(RuntimeError):
     """The book is in the middle of an event (its last record had no F_LAST)."""
 
@@ -237,6 +241,25 @@ class BookEngine:
             self._state = s._replace(lad_key=lad_key, lad_lvl=lad_lvl)
         else:  # pragma: no cover - the kernel returns only the statuses above
             raise AssertionError(f"unknown kernel status {need}")
+
+    def retire_books(self, books: list[int]) -> None:
+        """Forget these books (all of one instrument's, to start it afresh): their orders and
+        levels are released and the next record of one of their (instrument, publisher) keys
+        opens a new, empty book with zeroed counters, exactly as the first record of a stream
+        does. A retired book keeps its index, with instrument id RETIRED, and is never found
+        again."""
+        if not books:
+            return
+        s = self._state
+        for b in books:
+            k.clear_book(s, b)
+            s.books[b, :] = 0
+            s.books[b, k.B_INSTRUMENT] = RETIRED
+        # The keys of retired books leave the open-addressing table: build it again.
+        s.book_table[:] = k.EMPTY
+        for b in range(self.book_count):
+            if s.books[b, k.B_INSTRUMENT] != RETIRED:
+                k.index_book(s, b)
 
     # ------------------------------------------------------------------ reading
 

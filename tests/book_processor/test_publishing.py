@@ -229,3 +229,92 @@ def test_malformed_messages_are_refused_and_change_nothing(clx5: np.ndarray) -> 
         (o.bbo.value if o.bbo else None) for o in clean
     ]
     assert bbo_rows(out) == bbo_rows(clean)
+
+
+def run_headers(n: int, replay_id: str, copy: int = 1) -> list[tuple[str, bytes]]:
+    return records_headers(
+        dataset="GLBX.MDP3", symbol="CLX5", sent_ns=123, records=n, replay_id=replay_id,
+        replay_copy=copy, instrument_records=n,
+    )  # fmt: skip
+
+
+def run_eos_headers(replay_id: str, copy: int = 1) -> list[tuple[str, bytes]]:
+    return end_of_stream_headers(
+        dataset="GLBX.MDP3", symbol="CLX5", sent_ns=456, replay_id=replay_id, replay_copy=copy
+    )
+
+
+def publish_runs(
+    publisher: BookPublisher, runs: list[tuple[str, int, list[np.ndarray]]], key: bytes = KEY
+) -> list[list[Published]]:
+    """Each run's messages then its end-of-stream marker, one offset after the other."""
+    offset = publisher.next_offset
+    out = []
+    for replay_id, copy, messages in runs:
+        published = []
+        for m in messages:
+            published.append(publisher.process(offset, key, m.tobytes(),
+                                               run_headers(len(m), replay_id, copy)))  # fmt: skip
+            offset += 1
+        published.append(publisher.process(offset, key, b"", run_eos_headers(replay_id, copy)))
+        offset += 1
+        out.append(published)
+    return out
+
+
+def rows_without_position(published: list[Published]) -> list[dict[str, Any]]:
+    """BBO and snapshot rows without where they come from (offsets differ between runs)."""
+    drop = {"source", "replay_id", "replay_copy"}
+    rows = [r for p in published if p.bbo for r in bbo_rows_of(p.bbo)] + snapshots(published)
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+def test_a_new_run_starts_from_empty_books(clx5: np.ndarray) -> None:
+    """A second replay of the same data (another replay id) publishes exactly what a fresh
+    processor publishes for it: none of the first run's orders, counters from zero, and its
+    rows say which run they belong to."""
+    messages = chunks(clx5, 1000)
+    half = messages[: len(messages) // 2]  # the first replay stopped halfway: no end marker
+    publisher = BookPublisher(3, snapshot_interval_ns=SECOND, snapshot_depth=10)
+    for offset, m in enumerate(half):
+        publisher.process(offset, KEY, m.tobytes(), run_headers(len(m), "first"))
+    (second,) = publish_runs(publisher, [("second", 1, messages)])
+    (fresh,) = publish_runs(
+        BookPublisher(3, snapshot_interval_ns=SECOND, snapshot_depth=10),
+        [("second", 1, messages)],
+    )
+    assert rows_without_position(second) == rows_without_position(fresh)
+    final = snapshot_rows(second[-1].snapshots)  # type: ignore[arg-type]
+    assert {(r["replay_id"], r["replay_copy"]) for r in final} == {("second", 1)}
+    assert final[-1]["quality"] == snapshot_rows(fresh[-1].snapshots)[-1]["quality"]  # type: ignore[arg-type]
+
+
+def test_every_copy_of_a_looped_replay_is_a_run_of_its_own() -> None:
+    """Copy 2 starts empty even without the Clear between copies, and its counters start at
+    zero: the cancel of an unknown order in copy 1 is not counted again in copy 2."""
+    recs = to_array([cancel("B", 100 * PX, 1, 9), add("B", 100 * PX, 2, 1),
+                     add("A", 101 * PX, 3, 2)])  # fmt: skip
+    publisher = BookPublisher(3, snapshot_interval_ns=SECOND, snapshot_depth=10)
+    copies = publish_runs(publisher, [("r", 1, [recs]), ("r", 2, [recs])], key=b"1")
+    finals = [snapshot_rows(c[-1].snapshots)[-1] for c in copies]  # type: ignore[arg-type]
+    assert finals[0]["bids"] == finals[1]["bids"] == [{"price": "100", "size": 2, "count": 1}]
+    assert finals[0]["quality"] == finals[1]["quality"]
+    assert finals[1]["quality"]["cancel_unknown_order"] == 1
+    assert bbo_rows(copies[0]) == bbo_rows(copies[1])
+
+
+def test_a_run_with_fewer_publishers_has_no_trace_of_the_others() -> None:
+    """Publisher 2 quoted in the first run only: the second run's books and consolidated rows
+    are those of publisher 1 alone, as a fresh processor publishes them."""
+    two = to_array([add("B", 100 * PX, 2, 1, publisher_id=1), add("A", 101 * PX, 3, 1,
+                                                                   publisher_id=2)])  # fmt: skip
+    one = to_array([add("B", 99 * PX, 4, 7, publisher_id=1)])
+    publisher = BookPublisher(3, snapshot_interval_ns=SECOND, snapshot_depth=10)
+    _, second = publish_runs(publisher, [("a", 1, [two]), ("b", 1, [one])], key=b"1")
+    (fresh,) = publish_runs(
+        BookPublisher(3, snapshot_interval_ns=SECOND, snapshot_depth=10),
+        [("b", 1, [one])],
+        key=b"1",
+    )
+    assert rows_without_position(second) == rows_without_position(fresh)
+    assert [s["publisher_id"] for s in snapshots(second) if s["final"]] == [1]
