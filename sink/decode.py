@@ -6,7 +6,8 @@ writes. The wire formats are those of mbo_core/wire/ (decoded there, never here)
 
 * records -> mbo_records: one row per raw DBN record, keyed by (source_partition = the message's
   partition, source_offset = its offset, record_index = the record's index in the message);
-  symbol from the `symbol` header. End-of-stream markers carry no records: nothing to insert.
+  symbol from the `symbol` header, the run (replay_id, replay_copy) from the `replay-id` and
+  `replay-copy` headers. End-of-stream markers carry no records: nothing to insert.
 * bbo -> bbo: one row per MBP-1 record. The key is the records message it was computed from
   (the `source-partition`/`source-offset` headers) and the F_LAST record's index (ext row), NOT
   the bbo message's own offset, so a BBO event republished after a processor restart gets the
@@ -65,6 +66,8 @@ class RecordChunk:
     symbol: str
     sent_ns: int
     records: np.ndarray  # MBO_DTYPE, a read-only view of the message value
+    replay_id: str = ""
+    replay_copy: int = 0
 
     @property
     def rows(self) -> int:
@@ -134,6 +137,8 @@ def decode_records_message(
         symbol=message.symbol or "",
         sent_ns=message.sent_ns,
         records=records,
+        replay_id=message.replay_id,
+        replay_copy=message.replay_copy,
     )
 
 
@@ -166,6 +171,10 @@ def record_columns(chunks: Sequence[RecordChunk]) -> dict[str, Column]:
         # 2^63 and ASCII codes below 128 keep their value.
         columns[name] = np.ascontiguousarray(field).view(dtype)
     columns["symbol"] = _repeated([chunk.symbol for chunk in chunks], counts)
+    columns["replay_id"] = _repeated([chunk.replay_id for chunk in chunks], counts)
+    columns["replay_copy"] = np.repeat(
+        np.array([chunk.replay_copy for chunk in chunks], dtype=np.uint32), counts
+    )
     columns["source_partition"] = np.repeat(
         np.array([chunk.partition for chunk in chunks], dtype=np.uint16), counts
     )
@@ -228,6 +237,10 @@ def event_columns(parts: Sequence[EventRows]) -> dict[str, Column]:
         "instrument_id": np.ascontiguousarray(records["instrument_id"]),
         "publisher_id": np.ascontiguousarray(records["publisher_id"]),
         "symbol": _repeated([c.symbol or "" for c in contexts], counts),
+        "replay_id": _repeated([c.replay_id for c in contexts], counts),
+        "replay_copy": np.repeat(
+            np.array([c.replay_copy for c in contexts], dtype=np.uint32), counts
+        ),
         "ts_event": np.ascontiguousarray(records["ts_event"]).view(TS),
         "ts_recv": np.ascontiguousarray(records["ts_recv"]).view(TS),
         "sequence": Nullable(np.ascontiguousarray(records["sequence"]), consolidated),

@@ -46,6 +46,11 @@ def _ts(name: str) -> ColumnSpec:
 # conversion does NOT check the code (measured: an unknown code is stored and every later
 # toString(action) fails), which is why sink.decode refuses records whose action or side the
 # enums lack.
+#: The run the rows belong to (the records message's replay-id and replay-copy headers).
+_RUN = (
+    _spec("replay_id", "String", None),
+    _spec("replay_copy", "UInt32", np.uint32),
+)
 _KEY_TAIL = (
     _spec("source_partition", "UInt16", np.uint16),
     _spec("source_offset", "UInt64", np.uint64),
@@ -66,6 +71,7 @@ MBO_RECORDS_COLUMNS: tuple[ColumnSpec, ...] = (
     _spec("channel_id", "UInt8", np.uint8),
     _spec("action", "Int8", np.int8),
     _spec("side", "Int8", np.int8),
+    *_RUN,
     *_KEY_TAIL,
 )
 _EVENT_HEAD = (
@@ -75,6 +81,7 @@ _EVENT_HEAD = (
     _ts("ts_event"),
     _ts("ts_recv"),
     _spec("sequence", "Nullable(UInt32)", np.uint32),
+    *_RUN,
     *_KEY_TAIL,
 )
 _EVENT_TAIL = (

@@ -79,6 +79,8 @@ def test_a_records_message_gives_one_row_per_record() -> None:
     for field in fields:
         assert _list(columns[field]) == chunk[field].tolist(), field
     assert _list(columns["symbol"]) == ["CLX5"] * n
+    assert _list(columns["replay_id"]) == [""] * n  # no replay id header: the empty run
+    assert _list(columns["replay_copy"]) == [0] * n
     assert _list(columns["source_partition"]) == [3] * n
     assert _list(columns["source_offset"]) == [41] * n
     assert _list(columns["record_index"]) == list(range(n))
@@ -88,6 +90,22 @@ def test_a_records_message_gives_one_row_per_record() -> None:
     assert isinstance(columns["action"], np.ndarray)
     assert columns["action"].dtype == np.int8
     assert set(_list(columns["action"])) <= set(b"ACFMNRT")
+
+
+def test_records_rows_carry_the_run_of_their_message() -> None:
+    first, second = event_chunks(clx5_records(), 300)[:2]
+    chunks = []
+    for offset, (records, copy) in enumerate([(first, 1), (second, 2)]):
+        headers = records_headers(
+            dataset="GLBX.MDP3", symbol="CLX5", sent_ns=1, records=len(records), replay_id="r",
+            replay_copy=copy,
+        )  # fmt: skip
+        chunk = decode_message(Kind.RECORDS, 0, offset, records.tobytes(), headers)
+        assert isinstance(chunk, RecordChunk)
+        chunks.append(chunk)
+    columns = record_columns(chunks)
+    assert _list(columns["replay_id"]) == ["r"] * (len(first) + len(second))
+    assert _list(columns["replay_copy"]) == [1] * len(first) + [2] * len(second)
 
 
 def test_record_index_restarts_in_each_message_of_a_batch() -> None:
@@ -167,6 +185,8 @@ def test_a_bbo_message_gives_one_row_per_entry_keyed_by_its_source() -> None:
     assert c["record_index"] == indexes
     assert c["instrument_id"] == [CLX5_INSTRUMENT] * 3
     assert c["symbol"] == ["CLX5"] * 3
+    assert c["replay_id"] == ["replay-test"] * 3  # the run of the records message
+    assert c["replay_copy"] == [2] * 3
     assert c["publisher_id"] == [1, 0, 1]  # the consolidated book (odd entry) -> 0
     assert c["sequence"] == [int(records[0]["sequence"]), None, int(records[2]["sequence"])]
     assert c["ts_event"] == [int(r["ts_event"]) for r in records]

@@ -36,6 +36,7 @@ F_LAST = 128  # DBN flag; not imported from mbo_core.book, which loads the compi
 CLX5_RECORDS = 38_212
 CLX5_INSTRUMENT = 432669
 CLX5_SYMBOL = "CLX5"
+REPLAY_ID = "replay-test"
 DATASET = "GLBX.MDP3"
 CENT = 10_000_000  # 0.01 in 1e-9 price units
 
@@ -143,6 +144,8 @@ def context(sent: Sent, sent_ns: int) -> EventContext:
         source_partition=sent.partition,
         source_offset=sent.offset,
         sent_ns=sent_ns,
+        replay_id=REPLAY_ID,
+        replay_copy=2,
     )
 
 
