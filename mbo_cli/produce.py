@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,7 +101,8 @@ def produce(
                 speed=speed,
                 loops=loop,
                 progress=lambda records: advance(records * MBO_DTYPE.itemsize),
-                replay_id=replay_id or f"mbo-produce-{uuid.uuid4().hex[:16]}",
+                # None: a new replay, with a new id and no resume check.
+                replay_id=replay_id,
             )
         except InputError as exc:
             # The file went bad after it was checked (mid-way): starting again cannot help,
