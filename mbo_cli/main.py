@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from mbo_cli import api, book, generate, infra, process, produce, run, sink, sql
+from mbo_cli import api, book, fetch, generate, infra, process, produce, run, sink, sql
 from mbo_core.errors import MboError
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ def _subcommands() -> None:
 
 app.command("api")(api.api)
 app.command("book")(book.book)
+app.command("fetch")(fetch.fetch)
 app.command("generate")(generate.generate)
 app.command("produce")(produce.produce)
 app.command("process")(process.process)
