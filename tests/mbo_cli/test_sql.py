@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
+from mbo_core.kafka.probes import free_port
+from tests.api.pipeline import wait_until
 from tests.paths import CLX5, MBO, REPO
 
 START_NS = 1_758_742_200_000_860_311  # CLX5's first event (2025-09-24T19:30:00.000860311Z)
@@ -21,12 +26,24 @@ PARAMS = {
 }
 
 
-def mbo_sql(data: Path, query: str, *params: str) -> subprocess.CompletedProcess[str]:
+TIMES = (
+    "SELECT ts_event, toDateTime(ts_event) AS second, toUnixTimestamp64Nano(ts_event) AS ns "
+    "FROM bbo FINAL WHERE instrument_id = {id:UInt32} ORDER BY ts_event LIMIT {n:UInt32}"
+)
+
+
+def mbo_sql(
+    data: Path, query: str, *params: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     args = [arg for p in params for arg in ("--param", p)]
     return subprocess.run(
         [MBO, "sql", query, "--data-dir", str(data), *args],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True, text=True, timeout=120, check=False, env=env,
     )  # fmt: skip
+
+
+def example_params(query: str) -> list[str]:
+    return [f"{name}={PARAMS[name]}" for name in sorted(set(re.findall(r"\{(\w+):\w+\}", query)))]
 
 
 @pytest.fixture(scope="module")
@@ -48,20 +65,14 @@ def test_every_sql_example_of_the_storage_docs_runs_as_written(clx5_data: Path) 
     examples = storage_examples()
     assert len(examples) >= 6
     for query in examples:
-        used = set(re.findall(r"\{(\w+):\w+\}", query))
-        done = mbo_sql(clx5_data, query, *(f"{name}={PARAMS[name]}" for name in sorted(used)))
+        done = mbo_sql(clx5_data, query, *example_params(query))
         assert done.returncode == 0, (query, done.stderr)
         assert done.stdout.strip(), f"no rows from:\n{query}"
 
 
 @pytest.mark.integration
 def test_timestamps_are_exact_iso_8601_utc(clx5_data: Path) -> None:
-    done = mbo_sql(
-        clx5_data,
-        "SELECT ts_event, toDateTime(ts_event) AS second, toUnixTimestamp64Nano(ts_event) AS ns "
-        "FROM bbo FINAL WHERE instrument_id = {id:UInt32} ORDER BY ts_event LIMIT 1",
-        "id=432669",
-    )
+    done = mbo_sql(clx5_data, TIMES, "id=432669", "n=1")
     assert done.returncode == 0, done.stderr
     assert orjson.loads(done.stdout) == {
         "ts_event": "2025-09-24T19:30:00.000860311Z",
@@ -80,3 +91,59 @@ def test_a_data_dir_without_data_and_a_bad_param_are_one_line_errors(tmp_path: P
         2,
         "mbo: error: --param 'x': expected NAME=VALUE",
     )
+
+
+@pytest.mark.integration
+def test_while_a_run_holds_the_data_dir_the_query_goes_through_its_api(tmp_path: Path) -> None:
+    """The same lines from the running pipeline's API (found through the port the run wrote:
+    MBO_API__PORT is the run's only) as from the data directory after the run."""
+    data = tmp_path / "data"
+    log = tmp_path / "run.log"
+    run_env = {**os.environ, "MBO_API__PORT": str(free_port())}
+    with log.open("wb") as out:
+        run = subprocess.Popen(
+            [MBO, "run", "--replay", str(CLX5), "--data-dir", str(data)],
+            stdout=out, stderr=subprocess.STDOUT, env=run_env,
+        )  # fmt: skip
+    queries = [(query, example_params(query)) for query in storage_examples()]
+    queries.append((TIMES, ["id=432669", "n=5"]))
+    try:
+        wait_until(lambda: b"replay finished" in log.read_bytes() or run.poll() is not None,
+                   300, "the run's replay to finish")  # fmt: skip
+        assert run.poll() is None, log.read_text()
+        during = [mbo_sql(data, query, *params) for query, params in queries]
+        refused = mbo_sql(data, "DROP TABLE bbo")
+    finally:
+        run.send_signal(signal.SIGTERM)
+        run.wait(timeout=120)
+    for done in during:
+        assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("mbo: error: query failed: Code: 164. DB::Exception:")
+    assert "readonly" in refused.stderr and refused.stderr.count("\n") == 1
+    after = [mbo_sql(data, query, *params) for query, params in queries]
+    # Line for line (sorted: the row counts' UNION ALL comes in either order).
+    assert [sorted(done.stdout.splitlines()) for done in during] == [
+        sorted(done.stdout.splitlines()) for done in after
+    ]
+
+
+def test_a_held_data_dir_without_an_api_is_a_one_line_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "clickhouse").mkdir(parents=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, clickhouse_connect\n"
+         f"c = clickhouse_connect.get_client(dsn='chdb://{data / 'clickhouse'}')\n"
+         "print('open', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"open\n"
+        port = free_port()
+        done = mbo_sql(data, "SELECT 1", env={**os.environ, "MBO_API__PORT": str(port)})
+    finally:
+        holder.communicate(b"", timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"mbo: error: {data / 'clickhouse'} is open in process ")
+    assert f"no mbo API answers at http://127.0.0.1:{port}" in done.stderr
+    assert done.stderr.count("\n") == 1
