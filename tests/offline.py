@@ -77,8 +77,17 @@ def _clickhouse_row(instrument: int, row: dict[str, Any]) -> tuple[Any, ...]:
             row["locked"])  # fmt: skip
 
 
-def stored_bbo(data: Path) -> list[tuple[Any, ...]]:
-    return [tuple(r.values()) for r in sql(data, BBO_SQL)]
+def stored_bbo(data: Path, run: tuple[str, int] | None = None) -> list[tuple[Any, ...]]:
+    """The bbo table in source order, of every run or of one (replay_id, replay_copy)."""
+    query = BBO_SQL
+    if run is not None:
+        replay_id, copy = run
+        assert replay_id.replace("-", "").isalnum()
+        query = BBO_SQL.replace(
+            "FROM bbo FINAL",
+            f"FROM bbo FINAL WHERE (replay_id, replay_copy) = ('{replay_id}', {copy})",
+        )
+    return [tuple(r.values()) for r in sql(data, query)]
 
 
 def assert_final_books(data: Path, finals: dict[tuple[int, int], dict[str, Any]]) -> None:

@@ -86,6 +86,31 @@ def test_clx5_through_the_whole_pipeline(
     assert report["latency_ms"]["send_to_event"]["count"] > 0
 
 
+def test_each_copy_of_a_looped_replay_is_a_run_of_its_own(
+    tmp_path: Path,
+    clx5_offline: tuple[list[tuple[Any, ...]], dict[tuple[int, int], dict[str, Any]]],
+) -> None:
+    """Two copies of CLX5: the tables hold each copy's rows apart, labelled with the replay's
+    id and the copy, and each copy's BBO history is that of the file alone, row for row (its
+    counters from zero: nothing of copy 1 carried into copy 2)."""
+    report, data = mbo_run(tmp_path, CLX5, "--loop", "2")
+    rows, finals = clx5_offline
+    runs = sql(data, "SELECT replay_id, replay_copy, count() AS n FROM mbo_records FINAL "
+                     "GROUP BY replay_id, replay_copy ORDER BY replay_copy")  # fmt: skip
+    assert [(r["replay_copy"], r["n"]) for r in runs] == [(1, 38_212), (2, 38_213)]  # + Clear
+    (replay_id,) = {r["replay_id"] for r in runs}
+    assert replay_id.startswith("mbo-run-")
+    for copy in (1, 2):
+        assert stored_bbo(data, (replay_id, copy)) == rows, copy
+    finals_by_copy = sql(data, "SELECT replay_copy, bid_prices, ask_prices FROM book_snapshots "
+                               "FINAL WHERE final ORDER BY replay_copy")  # fmt: skip
+    assert [r["replay_copy"] for r in finals_by_copy] == [2]  # the end marker closes copy 2
+    book = finals[(432669, 1)]
+    assert finals_by_copy[0]["bid_prices"] == [parse_price(b["price"]) for b in book["bids"]]
+    assert finals_by_copy[0]["ask_prices"] == [parse_price(a["price"]) for a in book["asks"]]
+    assert report["rows"]["bbo"] == 2 * len(rows)
+
+
 def test_a_second_run_on_the_same_data_dir_needs_fresh(tmp_path: Path) -> None:
     first, second = tmp_path / "a.dbn.zst", tmp_path / "b.dbn.zst"
     for path, records, seed in ((first, 3000, 1), (second, 2000, 2)):
