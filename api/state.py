@@ -44,6 +44,7 @@ from mbo_core.metrics import MESSAGES_IN, MESSAGES_REJECTED
 from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.schemas import BookJson
 from mbo_core.settings import Settings
+from mbo_core.timestamps import with_iso
 from mbo_core.wire import (
     BBO_SCHEMA,
     SNAPSHOTS_SCHEMA,
@@ -74,6 +75,8 @@ RETRY_MAX_S = 10.0
 APPLY_SLICE_S = 0.001
 #: Encoded payloads kept per instrument (distinct publisher/depth/kind combinations asked for).
 PAYLOAD_CACHE_SIZE = 64
+#: The ns timestamps of a book and a BBO, each shown with its ISO-8601 sibling (`ts_event_iso`).
+TIMES = ("ts_event", "ts_recv")
 
 
 Row = tuple[EventMessage, int]  # a decoded message and a row index in it
@@ -87,20 +90,21 @@ class _Entry:
     bbo_position: Position | None = None
     quality_row: Row | None = None  # the newer of the two: its counters are the book's latest
     version: int = 0
-    # JSON of the rows above, made on first use after each change.
+    # JSON of the rows above (with the ISO siblings of their times), made on first use after
+    # each change.
     _book: BookJson | None = None
     _bbo: dict[str, Any] | None = None
 
     @property
     def book(self) -> BookJson | None:
         if self._book is None and self.book_row is not None:
-            self._book = book_json(*self.book_row)
+            self._book = with_iso(book_json(*self.book_row), *TIMES)
         return self._book
 
     @property
     def bbo(self) -> dict[str, Any] | None:
         if self._bbo is None and self.bbo_row is not None:
-            self._bbo = bbo_json(*self.bbo_row)
+            self._bbo = with_iso(bbo_json(*self.bbo_row), *TIMES)
         return self._bbo
 
     @property
@@ -212,7 +216,7 @@ class LiveState:
             if source is not None:
                 crossed, locked = bool(source["crossed"]), bool(source["locked"])
             quality = dict(entry.quality)
-        return {
+        summary = {
             "instrument_id": instrument_id,
             "symbol": info.symbol,
             "publishers": sorted(info.publishers),
@@ -221,6 +225,7 @@ class LiveState:
             "locked": locked,
             "quality": quality,
         }
+        return with_iso(summary, "last_update_ns")
 
     def payload(self, key: Key, depth: int, kind: str) -> tuple[int, bytes]:
         """(version, encoded live message of type `kind`) for a client of `key` at `depth`."""

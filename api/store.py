@@ -15,6 +15,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import numpy as np
@@ -24,6 +25,7 @@ from mbo_core.prices import format_price
 from mbo_core.schemas import BookJson, levels_json
 from mbo_core.settings import Settings
 from mbo_core.storage.queries import Query, depth_at
+from mbo_core.timestamps import iso_ns
 
 log = logging.getLogger("api.store")
 
@@ -133,13 +135,17 @@ def _levels(prices: list[int], sizes: list[int], counts: list[int], depth: int) 
 
 
 def book_from_row(row: dict[str, Any], depth: int) -> BookJson:
-    """A book_snapshots row (mbo_core.storage.queries.depth_at) as book JSON."""
+    """A book_snapshots row (mbo_core.storage.queries.depth_at) as the API's book JSON (that of
+    the live book, api.state)."""
+    ts_event, ts_recv = int(row["ts_event_ns"]), int(row["ts_recv_ns"])
     return {
         "instrument_id": int(row["instrument_id"]),
         "publisher_id": int(row["publisher_id"]) or None,
         "symbol": row["symbol"] or None,
-        "ts_event": int(row["ts_event_ns"]),
-        "ts_recv": int(row["ts_recv_ns"]),
+        "ts_event": ts_event,
+        "ts_event_iso": iso_ns(ts_event),
+        "ts_recv": ts_recv,
+        "ts_recv_iso": iso_ns(ts_recv),
         "sequence": row["sequence"],
         "bids": _levels(row["bid_prices"], row["bid_sizes"], row["bid_counts"], depth),
         "asks": _levels(row["ask_prices"], row["ask_sizes"], row["ask_counts"], depth),
@@ -164,12 +170,15 @@ def _side(price: int | None, size: int, count: int) -> dict[str, Any] | None:
 
 def bbo_from_row(row: dict[str, Any]) -> dict[str, Any]:
     """A bbo row as the API's BBO JSON (the shape of GET .../bbo)."""
+    ts_event, ts_recv = int(row["ts_event_ns"]), int(row["ts_recv_ns"])
     return {
         "instrument_id": int(row["instrument_id"]),
         "publisher_id": int(row["publisher_id"]) or None,
         "symbol": row["symbol"] or None,
-        "ts_event": int(row["ts_event_ns"]),
-        "ts_recv": int(row["ts_recv_ns"]),
+        "ts_event": ts_event,
+        "ts_event_iso": iso_ns(ts_event),
+        "ts_recv": ts_recv,
+        "ts_recv_iso": iso_ns(ts_recv),
         "bid": _side(row["bid_price"], row["bid_size"], row["bid_count"]),
         "ask": _side(row["ask_price"], row["ask_size"], row["ask_count"]),
         "crossed": bool(row["crossed"]),
@@ -233,14 +242,25 @@ def row_cursor(row: dict[str, Any]) -> Cursor:
 
 
 def bar_from_row(row: dict[str, Any]) -> dict[str, Any]:
-    """A row of mbo_core.storage.queries.mid_bars as the API's bar: mid and spread in price
-    units."""
+    """A row of mbo_core.storage.queries.mid_bars as the API's bar: mid and spread as exact
+    decimal strings in price units, as every price of the API."""
+    t = int(row["bar_ns"])
     return {
-        "t": int(row["bar_ns"]),
-        "open": float(row["open"]),
-        "high": float(row["high"]),
-        "low": float(row["low"]),
-        "close": float(row["close"]),
-        "spread": int(row["last_spread"]) / 1e9,
+        "t": t,
+        "t_iso": iso_ns(t),
+        "open": format_decimal(row["open"]),
+        "high": format_decimal(row["high"]),
+        "low": format_decimal(row["low"]),
+        "close": format_decimal(row["close"]),
+        "spread": format_decimal(row["last_spread"]),
         "changes": int(row["changes"]),
     }
+
+
+def format_decimal(value: Decimal) -> str:
+    """A ClickHouse Decimal as the API's price text: exact, no exponent, no trailing zeros
+    (Decimal("64.8150000000") -> "64.815", the text format_price gives a price)."""
+    text = format(value, "f")  # exact: formatting a Decimal uses no context precision
+    if "." in text:
+        text = text.rstrip("0").removesuffix(".")
+    return "0" if text == "-0" else text

@@ -3,7 +3,8 @@
 Each function returns a `Query`; run it with `client.query(q.sql, parameters=q.parameters)`.
 Conventions of the results: timestamps as integer nanoseconds since the epoch (exact, unlike
 Python datetimes), prices as Int64 in 1e-9 units (`mbo_core.prices.format_price` makes the exact
-decimal), publisher_id 0 = the consolidated book.
+decimal) except the bars' mid and spread, exact Decimals in price units; publisher_id 0 = the
+consolidated book.
 
 Duplicates: a redelivered message inserts rows identical to the first copy, so "the latest row"
 queries need no FINAL (the copies are the same row); counts and anything summed do use FINAL.
@@ -96,9 +97,11 @@ def mid_bars(
     limit: int | None = None,
 ) -> Query:
     """Bars of `step_ns` of the mid price over [start_ns, end_ns), per publisher: open, high,
-    low, close of the mid (price units, Float64) over the BBO changes in the bar where both sides
-    were present, the last spread (1e-9 units) and the number of BBO changes. Bars without a
-    change are absent. `limit`: at most that many bars."""
+    low, close of the mid over the BBO changes in the bar where both sides were present, the
+    last spread, and the number of BBO changes. Mid and spread are exact Decimals in price units
+    (Decimal(38, 10): half a 1e-9 tick needs a tenth decimal; Decimal(38, 9)), computed from the
+    integer prices without floats. Bars without a change are absent. `limit`: at most that many
+    bars."""
     where, parameters = _filters(instrument_id, publisher_id, None)
     sql = f"""
 SELECT publisher_id,
@@ -107,8 +110,11 @@ SELECT publisher_id,
        argMax(spread, key) AS last_spread, count() AS changes
 FROM (
     SELECT publisher_id, ts_event, {_KEY} AS key,
-           (assumeNotNull(bid_price) + assumeNotNull(ask_price)) / 2e9 AS mid,
-           assumeNotNull(ask_price) - assumeNotNull(bid_price) AS spread
+           -- Exact: a Decimal divided by an integer keeps its scale (10 and 9 decimals).
+           (toDecimal128(assumeNotNull(bid_price), 10) + toDecimal128(assumeNotNull(ask_price), 10))
+               / 2000000000 AS mid,
+           toDecimal128(assumeNotNull(ask_price) - assumeNotNull(bid_price), 9) / 1000000000
+               AS spread
     FROM bbo FINAL
     WHERE {where}
       AND ts_event >= fromUnixTimestamp64Nano({{start_ns:Int64}}, 'UTC')

@@ -13,6 +13,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -189,15 +190,25 @@ def test_bbo_history_counts_and_bars(client: httpx.Client, final_book: dict[str,
     two_sided = [r for r in rows if r["bid"] and r["ask"]]
     assert sum(bar["changes"] for bar in bars) == len(two_sided)
     for bar in bars:
-        assert (
-            bar["low"]
-            <= min(bar["open"], bar["close"])
-            <= max(bar["open"], bar["close"])
-            <= bar["high"]
-        )
+        # Exact decimal strings (never floats), compared as decimals.
+        low, high, first, close = (Decimal(bar[k]) for k in ("low", "high", "open", "close"))
+        assert low <= min(first, close) <= max(first, close) <= high
         assert bar["t"] % 60_000_000_000 == 0
-    last = two_sided[-1]
-    assert bars[-1]["close"] == (float(last["bid"]["price"]) + float(last["ask"]["price"])) / 2
+    # Each bar's mid and spread are those of its BBO changes, to the last digit.
+    for bar in bars:
+        inside = [r for r in two_sided if bar["t"] <= r["ts_event"] < bar["t"] + 60 * 10**9]
+        mids = [_mid(r) for r in inside]
+        assert (Decimal(bar["open"]), Decimal(bar["close"])) == (mids[0], mids[-1])
+        assert (Decimal(bar["low"]), Decimal(bar["high"])) == (min(mids), max(mids))
+        last = inside[-1]
+        assert Decimal(bar["spread"]) == Decimal(last["ask"]["price"]) - Decimal(
+            last["bid"]["price"]
+        )
+        assert bar["changes"] == len(inside)
+
+
+def _mid(row: dict[str, Any]) -> Decimal:
+    return (Decimal(row["bid"]["price"]) + Decimal(row["ask"]["price"])) / 2
 
 
 def test_bbo_history_pages_with_a_truncation_flag_and_a_next_link(

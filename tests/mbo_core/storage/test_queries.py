@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -178,8 +179,13 @@ def test_depth_at_a_time(loaded: Client) -> None:
     assert _run(loaded, queries.depth_at(INSTRUMENT, T0 + 499 * MS)) == []
 
 
-def _mid(bid: int, ask: int) -> float:
-    return (bid + ask) / 2e9
+def _mid(bid: int, ask: int) -> Decimal:
+    """The exact mid in price units (the query's Decimal, not a rounded float)."""
+    return Decimal(bid + ask) / 2_000_000_000
+
+
+def _price(units: int) -> Decimal:
+    return Decimal(units) / 1_000_000_000
 
 
 def test_one_second_mid_bars(loaded: Client) -> None:
@@ -194,19 +200,21 @@ def test_one_second_mid_bars(loaded: Client) -> None:
         _mid(P + 79 * C, P + 81 * C),
     ]
     assert bars == [
-        (T0, first[0], max(first), min(first), first[2], 2 * C, 3),
+        (T0, first[0], max(first), min(first), first[2], _price(2 * C), 3),
         # 1.2 s has no bid (no mid); the bar is the 1.7 s change alone.
-        (T0 + 1000 * MS, *[_mid(P + 82 * C, P + 84 * C)] * 4, 2 * C, 1),
+        (T0 + 1000 * MS, *[_mid(P + 82 * C, P + 84 * C)] * 4, _price(2 * C), 1),
         (
             T0 + 3000 * MS,
             _mid(P + 82 * C, P + 84 * C),
             _mid(P + 82 * C, P + 84 * C),
             _mid(P + 82 * C, P + 83 * C),
             _mid(P + 82 * C, P + 83 * C),
-            C,
+            _price(C),
             2,
         ),
     ]
+    # Decimals, not floats: no mid or spread is rounded.
+    assert all(isinstance(value, Decimal) for bar in bars for value in bar[1:6])
     both = _run(loaded, queries.mid_bars_1s(INSTRUMENT, T0, T0 + 1000 * MS))
     assert [(r["publisher_id"], r["changes"]) for r in both] == [(0, 1), (1, 3)]
 
