@@ -87,10 +87,13 @@ def create_app(
         title="mbo-pipeline API",
         version="1",
         description="Exact limit order books rebuilt from Databento MBO data: live from Kafka, "
-        "history from ClickHouse, replay control. See docs/api.md. Not listed here (OpenAPI has "
-        "no WebSockets): `WS /v1/instruments/{instrument_id}/live?max_hz=&depth=&publisher_id=`"
-        ", the same feed as the `/events` route below, one JSON message per update; errors as "
-        '`{"type": "error", "status", "detail"}` and close code 4000 + status.',
+        "history from ClickHouse, replay control. See docs/api.md. Units: prices are exact "
+        "decimal strings; every time is integer ns since the epoch with an ISO-8601 sibling "
+        "(`ts_event_iso`). Not listed here (OpenAPI has no WebSockets): "
+        "`WS /v1/instruments/{instrument_id}/live?max_hz=&depth=&publisher_id=`, the same feed "
+        "as the `/events` route below, one JSON text message per update; errors as "
+        '`{"type": "error", "status", "detail"}` and close code 4000 + status. Its messages '
+        "and close codes: docs/asyncapi.yaml (AsyncAPI 3.0).",
         lifespan=_lifespan(settings, consume=consume, sink=sink),
         # Served by api.routers.docs with local assets: FastAPI's pull theirs from a CDN.
         docs_url=None,

@@ -1,7 +1,8 @@
 """Live books: the instruments seen on the live topics, the latest book and the latest BBO.
 
 The common valid GET of a latest book or BBO never reaches these routes: api.fastpath answers
-it in front of FastAPI from the same cached encoding.
+it in front of FastAPI from the same cached encoding. The response models document the bodies
+(OpenAPI); the routes return the encoded JSON as is, so FastAPI validates nothing per request.
 """
 
 from __future__ import annotations
@@ -11,20 +12,26 @@ from fastapi.responses import Response
 
 from api.dependencies import Live, live_key, require_token
 from api.fastpath import DEFAULT_DEPTH
+from api.models import Bbo, Book, Instrument
 from api.params import DepthQuery, InstrumentId, PublisherQuery
 from api.responses import errors, json_response
 
-router = APIRouter(
-    prefix="/v1", dependencies=[Depends(require_token)], responses=errors(400, 401, 404, 422)
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=errors(400, 401))
+
+
+@router.get(
+    "/instruments", summary="Instruments seen on the live topics", response_model=list[Instrument]
 )
-
-
-@router.get("/instruments", summary="Instruments seen on the live topics")
 async def instruments(state: Live) -> Response:
     return json_response([state.summary(i) for i in state.instrument_ids()])
 
 
-@router.get("/instruments/{instrument_id}/book", summary="Latest book (newest snapshot)")
+@router.get(
+    "/instruments/{instrument_id}/book",
+    summary="Latest book (newest snapshot)",
+    response_model=Book,
+    responses=errors(404, 422),
+)
 async def latest_book(
     state: Live,
     instrument_id: InstrumentId,
@@ -37,7 +44,12 @@ async def latest_book(
     return Response(book, media_type="application/json")
 
 
-@router.get("/instruments/{instrument_id}/bbo", summary="Latest best bid and offer")
+@router.get(
+    "/instruments/{instrument_id}/bbo",
+    summary="Latest best bid and offer",
+    response_model=Bbo,
+    responses=errors(404, 422),
+)
 async def latest_bbo(
     state: Live, instrument_id: InstrumentId, publisher_id: PublisherQuery = None
 ) -> Response:

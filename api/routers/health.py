@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.dependencies import AppSettings, History, Live
+from api.models import Health, NotReady, Ready
 from api.responses import errors, json_response
 from api.store import BackendUnavailableError
 from mbo_core.settings import Settings
@@ -18,15 +19,21 @@ from mbo_core.settings import Settings
 #: Readiness probes must answer quickly even when a backend hangs.
 PROBE_TIMEOUT_S = 3.0
 
-router = APIRouter()
+#: Open to every caller (no token), but the Host check applies to every route.
+router = APIRouter(responses=errors(400))
 
 
-@router.get("/healthz", summary="Process alive")
+@router.get("/healthz", summary="Process alive", response_model=Health)
 async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", summary="Kafka and ClickHouse reachable", responses=errors(503))
+@router.get(
+    "/readyz",
+    summary="Kafka and ClickHouse reachable",
+    response_model=Ready,
+    responses={503: {"model": NotReady, "description": "What is down, and why."}},
+)
 async def readyz(request: Request, state: Live, store: History, settings: AppSettings) -> Response:
     down: dict[str, str] = {}
     kafka, clickhouse = await asyncio.gather(
@@ -45,7 +52,17 @@ async def readyz(request: Request, state: Live, store: History, settings: AppSet
     return json_response({"status": "ready", "live_caught_up": state.caught_up.is_set()})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format.",
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 

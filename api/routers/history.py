@@ -10,6 +10,7 @@ from fastapi.responses import Response
 from api import store as history
 from api.dependencies import History, history_publisher, require_token
 from api.fastpath import DEFAULT_DEPTH
+from api.models import Bars, BboRows, Book
 from api.params import (
     MAX_ROWS,
     DepthQuery,
@@ -27,7 +28,11 @@ router = APIRouter(
 )
 
 
-@router.get("/instruments/{instrument_id}/book/at", summary="Book as of a time (ClickHouse)")
+@router.get(
+    "/instruments/{instrument_id}/book/at",
+    summary="Book as of a time (ClickHouse)",
+    response_model=Book,
+)
 async def book_at(
     store: History,
     instrument_id: InstrumentId,
@@ -43,7 +48,11 @@ async def book_at(
     return json_response(book)
 
 
-@router.get("/instruments/{instrument_id}/bbo/history", summary="BBO changes or bars (ClickHouse)")
+@router.get(
+    "/instruments/{instrument_id}/bbo/history",
+    summary="BBO changes or bars (ClickHouse)",
+    response_model=BboRows | Bars,
+)
 async def bbo_history(
     request: Request,
     store: History,
@@ -62,9 +71,11 @@ async def bbo_history(
     ] = None,
     publisher_id: PublisherQuery = None,
 ) -> Response:
-    """A page of BBO changes (or bars) in [start, end), oldest first. `truncated` says whether
-    more follow; `next` is then the URL of the next page (rows: the same query after a cursor;
-    bars: the same query from the next bar). Each page holds at most `limit`."""
+    """A page of BBO changes (`rows`, without `bucket`) or of bars (`bars`, with it) in
+    [start, end), oldest first. `truncated` says whether more follow; `next` is then the URL of
+    the next page (rows: the same query after a cursor; bars: the same query from the next bar).
+    Each page holds at most `limit`. Bars: OHLC of the mid and the last spread, exact decimal
+    strings in price units."""
     start_ns, end_ns = parse_ts(start, "start"), parse_ts(end, "end")
     if end_ns < start_ns:
         raise ParamError("end", "end must not be before start")

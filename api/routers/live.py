@@ -1,4 +1,7 @@
-"""Live feeds of one book: Server-Sent Events and a WebSocket (api.feeds conflates them)."""
+"""Live feeds of one book: Server-Sent Events and a WebSocket (api.feeds conflates them).
+
+Their messages are api.models' LiveSnapshot, LiveUpdate and LiveError, documented with the close
+codes in docs/asyncapi.yaml (OpenAPI has no WebSockets)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,6 @@ import contextlib
 import math
 from collections.abc import AsyncIterator
 
-import orjson
 from fastapi import APIRouter, Depends, HTTPException, WebSocket
 from fastapi.responses import StreamingResponse
 from starlette.websockets import WebSocketDisconnect
@@ -15,17 +17,35 @@ from starlette.websockets import WebSocketDisconnect
 from api.dependencies import AppSettings, Live, authorized, live_key, require_token
 from api.fastpath import DEFAULT_DEPTH
 from api.feeds import feed, sse_stream
+from api.models import WS_CLOSE_CODES, WS_NOT_NUMBERS, WS_OUT_OF_RANGE, WS_TOKEN, LiveError
 from api.params import MAX_DEPTH, DepthQuery, InstrumentId, MaxHzQuery, PublisherQuery
 from api.responses import errors
 from mbo_core.metrics import API_WEBSOCKET_CLIENTS
 
 router = APIRouter(prefix="/v1", responses=errors(400, 401, 404, 422))
 
+_SSE_EXAMPLE = (
+    'event: snapshot\ndata: {"type":"snapshot","book":{...},"bbo":{...}}\n\n'
+    'event: update\ndata: {"type":"update","book":{...},"bbo":{...}}\n\n'
+)
+
 
 @router.get(
     "/instruments/{instrument_id}/events",
     summary="Live feed as Server-Sent Events",
     dependencies=[Depends(require_token)],
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "An endless stream: `event: snapshot` first, then `event: update` "
+            "at most max_hz a second, each with `data:` one JSON message (LiveSnapshot, "
+            "LiveUpdate: docs/asyncapi.yaml, the same messages as the WebSocket "
+            "`/v1/instruments/{instrument_id}/live`).",
+            "content": {
+                "text/event-stream": {"schema": {"type": "string"}, "example": _SSE_EXAMPLE}
+            },
+        }
+    },
 )
 async def events(
     state: Live,
@@ -71,19 +91,19 @@ async def live(
     problem = None
     params = _ws_params(instrument_id, max_hz, depth, publisher_id)
     if not authorized(websocket):
-        problem = (4401, {"status": 401, "detail": "missing or wrong bearer token"})
+        problem = LiveError(type="error", status=401, detail=WS_TOKEN)
     elif isinstance(params, str):
-        problem = (4422, {"status": 422, "detail": params})
+        problem = LiveError(type="error", status=422, detail=params)
     else:
         instrument, hz_asked, levels, publisher = params
         try:
             key = live_key(state, instrument, publisher)
         except HTTPException as exc:
-            problem = (4404, {"status": 404, "detail": exc.detail})
+            problem = LiveError(type="error", status=404, detail=exc.detail)
     if problem is not None:
-        code, body = problem
-        await websocket.send_bytes(orjson.dumps({"type": "error", **body}))
-        await websocket.close(code)
+        # A text frame, as every message (a browser hands a binary frame over as a Blob).
+        await websocket.send_text(problem.model_dump_json())
+        await websocket.close(WS_CLOSE_CODES[problem.status])
         return
     hz = min(hz_asked, settings.api.ws_max_hz)
     clients = API_WEBSOCKET_CLIENTS.labels(kind="websocket")
@@ -110,17 +130,16 @@ def _ws_params(
 ) -> tuple[int, float, int, int | None] | str:
     """The WebSocket's parameters as (instrument, max_hz, depth, publisher), or what is wrong
     with them."""
-    not_numbers = "instrument_id, depth and publisher_id must be integers and max_hz a number"
     try:
         hz = float(max_hz)
         publisher = None if publisher_id in (None, "") else int(publisher_id)
         instrument, levels = int(instrument_id), int(depth)
     except ValueError:
-        return not_numbers
+        return WS_NOT_NUMBERS
     if not math.isfinite(hz):
-        return not_numbers
+        return WS_NOT_NUMBERS
     if not (0 < hz <= 1000 and 1 <= levels <= MAX_DEPTH):
-        return f"max_hz must be in (0, 1000] and depth in [1, {MAX_DEPTH}]"
+        return WS_OUT_OF_RANGE
     return instrument, hz, levels, publisher
 
 

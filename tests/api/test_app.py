@@ -26,12 +26,14 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from api.app import create_app
+from api.params import parse_ts
 from mbo_core.prices import UNDEF_PRICE
 from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.wire import EventContext, encode_snapshots
 from producer.app import produce_file
 from sink.app import run_sink
 from tests.api.pipeline import Served, processor, run_async, serve, wait_until
+from tests.api.schemas import check_units, validate_live, validate_openapi
 from tests.conftest import ClickHouseBackend, make_settings
 from tests.paths import CLX5, MBO
 
@@ -236,10 +238,40 @@ def test_bbo_history_pages_with_a_truncation_flag_and_a_next_link(
     assert first.json()["truncated"] is True and first.json()["bars"] == bars[:3]
     second = client.get(first.json()["next"]).json()
     assert second["bars"][:3] == bars[3:6]
-    bad = client.get(history, params={"start": 0, "end": 1, "after": "x"})
-    assert bad.status_code == 422 and "after" in bad.text
-    too_many = client.get(history, params={"start": 0, "end": 1, "limit": 100_001})
-    assert too_many.status_code == 422  # refused, never clamped
+    # Bars page by page, following `next`, are the bars of one page.
+    walked, url = [], client.build_request("GET", history, params={
+        "start": 0, "end": ts + 1, "bucket": "1m", "limit": 7}).url  # fmt: skip
+    while True:
+        page = client.get(str(url)).json()
+        assert len(page["bars"]) <= 7
+        walked.extend(page["bars"])
+        if not page["truncated"]:
+            assert page["next"] is None
+            break
+        url = page["next"]
+    assert walked == bars and len(bars) > 7
+    # The same range given as ISO-8601 with nanoseconds is the same page.
+    iso = {"start": whole["rows"][10]["ts_event_iso"], "end": whole["rows"][20]["ts_event_iso"]}
+    by_iso = client.get(history, params=iso).json()["rows"]
+    by_ns = client.get(
+        history,
+        params={"start": whole["rows"][10]["ts_event"], "end": whole["rows"][20]["ts_event"]},
+    ).json()
+    assert by_iso == by_ns["rows"] and by_iso[0] == whole["rows"][10]  # fmt: skip
+    refused: list[tuple[dict[str, Any], str]] = [
+        ({"after": "x"}, "after"),
+        ({"after": "1.2.3"}, "after"),
+        ({"after": "1.0.0.0", "bucket": "1s"}, "after"),  # bars page with start
+        ({"limit": 100_001}, "limit"),  # refused, never clamped
+        ({"limit": 0}, "limit"),
+        ({"bucket": "1ns"}, "bucket"),  # below 1 ms
+        ({"bucket": "367d"}, "bucket"),
+        ({"bucket": "1.5s"}, "bucket"),
+    ]
+    for params, field in refused:
+        bad = client.get(history, params={"start": 0, "end": 1, **params})
+        assert bad.status_code == 422, (params, bad.text)
+        assert field in [loc for item in bad.json()["detail"] for loc in item["loc"]], params
 
 
 def test_errors(client: httpx.Client) -> None:
@@ -261,6 +293,14 @@ def test_errors(client: httpx.Client) -> None:
             "bucket",
         ),
         (f"/v1/instruments/{CLX5_ID}/bbo/history", {"start": 5, "end": 1}, "end"),
+        (f"/v1/instruments/{CLX5_ID}/bbo/history", {"end": 1}, "start"),
+        (f"/v1/instruments/{CLX5_ID}/bbo/history", {"start": "x", "end": 1}, "start"),
+        (f"/v1/instruments/{CLX5_ID}/book/at", {"ts": str(2**63)}, "ts"),
+        (f"/v1/instruments/{CLX5_ID}/book/at", {"ts": "2025-09-24T19:30:00.1234567891Z"}, "ts"),
+        (f"/v1/instruments/{CLX5_ID}/book/at", {"ts": 1, "publisher_id": 65536}, "publisher_id"),
+        (f"/v1/instruments/{CLX5_ID}/bbo", {"publisher_id": -1}, "publisher_id"),
+        (f"/v1/instruments/{CLX5_ID}/events", {"max_hz": 0}, "max_hz"),
+        (f"/v1/instruments/{CLX5_ID}/events", {"depth": 1001}, "depth"),
         ("/v1/instruments/-1/book", {}, "instrument_id"),
         ("/v1/instruments/99999999999/book", {}, "instrument_id"),
     ]
@@ -304,6 +344,72 @@ def test_live_sse(client: httpx.Client, final_book: dict[str, Any]) -> None:
         assert next(lines) == "event: snapshot"
         data = orjson.loads(next(lines).removeprefix("data: "))
     assert data["type"] == "snapshot" and data["book"]["asks"] == final_book["asks"]
+
+
+def test_live_messages_are_the_documented_ones(
+    client: httpx.Client, live_messages: list[tuple[float, dict[str, Any]]]
+) -> None:
+    """Every message the WebSocket client got during the replay, and an SSE stream's, validate
+    against docs/asyncapi.yaml, with exact times and prices."""
+    assert live_messages
+    for _, message in live_messages:
+        validate_live(message)
+        assert check_units(message) > 4
+    with client.stream("GET", f"/v1/instruments/{CLX5_ID}/events", params={"depth": 3}) as stream:
+        lines = stream.iter_lines()
+        event, data = next(lines), next(lines)
+    message = orjson.loads(data.removeprefix("data: "))
+    assert event == f"event: {message['type']}"
+    validate_live(message, "events")
+    assert check_units(message) > 4
+
+
+def test_answers_are_the_documented_ones_with_exact_units(
+    client: httpx.Client, final_book: dict[str, Any]
+) -> None:
+    """Every route's answers on the real pipeline validate against /openapi.json, each ns time
+    beside an ISO-8601 sibling naming the same instant and each price exact decimal text."""
+    spec = client.get("/openapi.json").json()
+    ts = final_book["ts_event"]
+    book, bbo = f"/v1/instruments/{CLX5_ID}/book", f"/v1/instruments/{CLX5_ID}/bbo"
+    at, history = f"/v1/instruments/{CLX5_ID}/book/at", f"/v1/instruments/{CLX5_ID}/bbo/history"
+    route = "/v1/instruments/{instrument_id}"
+    calls: list[tuple[str, str, dict[str, Any], int]] = [
+        ("/v1/instruments", "/v1/instruments", {}, 200),
+        (f"{route}/book", book, {"depth": 5}, 200),
+        (f"{route}/book", book, {"depth": 5, "x": "through FastAPI"}, 200),
+        (f"{route}/book", "/v1/instruments/1/book", {}, 404),
+        (f"{route}/book", book, {"depth": "x"}, 422),
+        (f"{route}/bbo", bbo, {}, 200),
+        (f"{route}/book/at", at, {"ts": ts}, 200),
+        (f"{route}/book/at", at, {"ts": 1}, 404),
+        (f"{route}/bbo/history", history, {"start": 0, "end": ts + 1, "limit": 50}, 200),
+        (f"{route}/bbo/history", history, {"start": 0, "end": ts + 1, "bucket": "10s"}, 200),
+        (f"{route}/bbo/history", history, {"start": 0, "end": 1, "bucket": "x"}, 422),
+        ("/v1/replay", "/v1/replay", {}, 200),
+        ("/v1/replay/files", "/v1/replay/files", {}, 200),
+        ("/healthz", "/healthz", {}, 200),
+        ("/readyz", "/readyz", {}, 200),
+    ]
+    checked = 0
+    for path, url, params, status in calls:
+        response = client.get(url, params=params)
+        assert response.status_code == status, (url, params, response.text)
+        validate_openapi(spec, path, "get", status, response.json(), "application/json")
+        checked += check_units(response.json())
+    assert checked > 200
+    replay = client.get("/v1/replay").json()
+    assert (
+        replay["started_iso"] is not None
+        and parse_ts(replay["started_iso"], "started") == (replay["started_ns"])
+    )
+    started = client.post("/v1/replay", json={"file": "nope.dbn"})
+    validate_openapi(spec, "/v1/replay", "post", 422, started.json(), "application/json")
+    stopped = client.post("/v1/replay/stop")
+    validate_openapi(spec, "/v1/replay/stop", "post", 200, stopped.json(), "application/json")
+    # The book JSON's times as mbo book has them, the ISO text naming the same nanosecond.
+    latest = client.get(book).json()
+    assert latest["ts_event"] == ts and parse_ts(latest["ts_event_iso"], "ts") == ts
 
 
 def test_health_ready_metrics_docs(client: httpx.Client) -> None:
@@ -515,21 +621,28 @@ def test_fuzz_never_5xx(
     served: Served, private_background_random: None, data: st.DataObject
 ) -> None:
     paths = [p for p in _openapi_paths(served.base) if not p.endswith("/events")]
-    path = data.draw(st.sampled_from(paths))
+    template = data.draw(st.sampled_from(paths))
     segment = data.draw(st.sampled_from(["432669", "1"]) | _VALUES)
     # Quoted: the fuzz is about the server, not about httpx refusing to build the URL.
-    path = path.replace("{instrument_id}", urllib.parse.quote(segment, safe=""))
+    path = template.replace("{instrument_id}", urllib.parse.quote(segment, safe=""))
     params = data.draw(st.dictionaries(st.sampled_from(_PARAMS), _VALUES, max_size=5))
     with httpx.Client(base_url=served.base, timeout=30) as http:
         response = http.get(path or "/", params=params)
     assert response.status_code < 500, (path, params, response.text)
+    # Whatever the input, the answer is one the schema documents for the route, in its shape
+    # (a path the fuzz made unroutable, e.g. an empty id, is Starlette's 404 in ErrorBody).
+    media = response.headers["content-type"]
+    body = response.json() if media == "application/json" else response.text
+    validate_openapi(_SPEC[0], template, "get", response.status_code, body, media)
 
 
 _SCHEMA_PATHS: list[str] = []
+_SPEC: list[dict[str, Any]] = []
 
 
 def _openapi_paths(base: str) -> list[str]:
     if not _SCHEMA_PATHS:
         schema = httpx.get(f"{base}/openapi.json").json()
+        _SPEC.append(schema)
         _SCHEMA_PATHS.extend(p for p, ops in schema["paths"].items() if "get" in ops)
     return _SCHEMA_PATHS
