@@ -125,6 +125,8 @@ def _formatter(column: Any) -> Callable[[Any], Any] | None:
     """How the values of a column of this clickhouse-connect type are written as JSON (None: as
     they are). DateTime64 and DateTime come as integers (query_formats): ISO-8601 UTC, exact."""
     base = column.base_type
+    if base == "SimpleAggregateFunction":  # min(x) of such a column is typed as the column
+        return _formatter(column.element_type)
     if base == "DateTime64":
         scale = 10 ** (9 - int(column.scale))
         return lambda ticks: iso_ns(int(ticks) * scale)

@@ -84,6 +84,13 @@ def test_clx5_through_the_whole_pipeline(
     assert finals[(432669, 1)]["bids"] == book["bids"]
     assert finals[(432669, 1)]["asks"] == book["asks"]
     assert report["latency_ms"]["send_to_event"]["count"] > 0
+    # Symbology: the file's mapping with the event-time interval it held over.
+    assert sql(data, "SELECT symbol, instrument_id, min(valid_from) AS valid_from, "
+                     "max(valid_to) AS valid_to FROM symbology GROUP BY symbol, instrument_id") == [
+        {"symbol": "CLX5", "instrument_id": 432669,
+         "valid_from": "2025-09-24T19:30:00.000860311Z",
+         "valid_to": "2025-09-24T21:59:59.999707295Z"}
+    ]  # fmt: skip
 
 
 def test_each_copy_of_a_looped_replay_is_a_run_of_its_own(

@@ -99,6 +99,8 @@ def test_schema_applies_once_and_is_recorded(clickhouse_client: Client) -> None:
         "mbo_records": "ReplacingMergeTree",
         "bbo": "ReplacingMergeTree",
         "book_snapshots": "ReplacingMergeTree",
+        "symbology": "AggregatingMergeTree",
+        "symbology_from_records": "MaterializedView",
     }
     keys = {
         str(name): str(key)
