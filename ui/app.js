@@ -443,6 +443,21 @@ function niceNumber(x) {
 
 const mod = (a, m) => ((a % m) + m) % m;
 
+/** Label spacings for a price axis, smallest first: the tick, twice it, and the round prices
+ *  (1, 1.25, 2, 2.5, 5 × 10^k) that are whole multiples of it (tick 0.25: 0.25, 0.50, 1.00, 1.25,
+ *  2.00, 2.50, 5.00, …; tick 1/64: 0.015625, 0.03125, 0.125, 0.25, …). In 1e-9 units. */
+function labelSteps(step) {
+  const found = new Set([step, 2n * step]);
+  for (let e = 0n; e <= 20n; e += 1n) {
+    const base = 10n ** e;
+    for (const [num, den] of [[1n, 1n], [5n, 4n], [2n, 1n], [5n, 2n], [5n, 1n]]) {
+      const candidate = (base * num) / den;
+      if ((base * num) % den === 0n && candidate >= step && candidate % step === 0n) found.add(candidate);
+    }
+  }
+  return [...found].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
 class DepthChart {
   constructor(el) {
     this.el = el;
@@ -548,11 +563,8 @@ class DepthChart {
     // Horizontal axis (price): labels on multiples of a round number of ticks, on the tick grid.
     const base = tick.step && tick.anchor !== null ? mod(tick.anchor, tick.step) : 0n;
     const labelWidth = Math.max(ctx.measureText(fmtPrice(lo)).width, ctx.measureText(fmtPrice(hi)).width) + 16;
-    let labelStep = step;
-    for (const m of [1n, 2n, 5n, 10n, 20n, 25n, 50n, 100n, 200n, 250n, 500n, 1000n, 2000n, 5000n, 10000n]) {
-      labelStep = step * m;
-      if ((Number(labelStep) / span) * plotW >= labelWidth) break;
-    }
+    const fits = (candidate) => (Number(candidate) / span) * plotW >= labelWidth;
+    const labelStep = labelSteps(step).find(fits) ?? step * BigInt(Math.ceil((labelWidth / plotW) * (span / Number(step))));
     const labels = [];
     ctx.textAlign = 'center';
     ctx.textBaseline = 'top';
