@@ -3,9 +3,13 @@
 `mbo run` replays a generated three-instrument file (local broker, processor, chDB, API serving
 the UI); `ui/tests/browser.mjs` (playwright-core driving Debian's /usr/bin/chromium, no browser
 download) opens the page, waits for the ladder, sees the best bid/ask change, switches instrument
-with the picker, checks the ladder shows the new one, loads the history panel, drives the replay
-controls (start the same file through the API at a rate, pause, resume, stop) and saves
-`screenshot.png` in this test's tmp_path (its path is printed; `pytest -s` shows it).
+with the picker, checks the ladder shows the new one with every price padded to the tick, switches
+the ladder to every-tick mode (empty rows for the book's gaps), checks the depth chart (drawn,
+linear price axis, tick-padded labels), the quality badge's list, the history panel, that charts
+and inputs fill their space, that an error shows whole and can be dismissed, then drives the
+replay controls (start the same file through the API at a rate, pause, resume, stop). Screenshots
+(`screenshot.png`, `ladder-every-tick.png`, `depth-chart.png`, ...) go to this test's tmp_path
+(their paths are printed; `pytest -s` shows them).
 
 Needs: Node.js, `npm ci` in ui/ (playwright-core, lightweight-charts), `npm run build` (ui/dist;
 without it the gateway serves ui/ and the page loads the charts from ui/node_modules), and
@@ -133,15 +137,31 @@ def test_page_follows_a_replay_and_switches_instrument(
     assert check.returncode == 0, f"{summary.get('error')}\n{check.stderr[-4000:]}"
 
     assert summary["charts"] == "ready"
+    assert summary["checks"][-1] == "checkReplayControls"  # every check ran
     assert summary["first_rows"]["asks"] > 0 and summary["first_rows"]["bids"] > 0
     assert summary["best_after"] != summary["best_before"]  # the ladder followed the replay
     assert len(summary["instruments"]) == 3
     assert summary["second_instrument"] != summary["first_instrument"]
     assert summary["second_symbol"] and summary["second_symbol"] != summary["first_symbol"]
+    # Prices padded to the tick the page learned; the every-tick ladder shows the book's gaps.
+    padding = summary["tick_padding"]
+    assert int(padding["tick_units"]) > 0 and padding["row_decimals"] == [padding["decimals"]]
+    every_tick = summary["every_tick"]
+    assert every_tick["gap_seen_at"] is not None and every_tick["empty_rows"] > 0
+    assert every_tick["row_decimals"] == [every_tick["decimals"]]
+    depth = summary["depth"]
+    assert depth["pixels"]["bid"] > 500 and depth["pixels"]["ask"] > 500
+    assert depth["max_axis_error_px"] < 0.6  # x is linear in price
+    assert len(summary["quality"]) >= 8
+    assert summary["error_banner"]["visible"] and not summary["error_banner"]["clipped"]
     assert summary["replay_states"] == ["running", "paused", "running", "stopped"]
     assert 0 < float(summary["replay_progress"]) < 1
     assert summary["page_errors"] == []
     screenshot = Path(summary["screenshot"])
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000
     assert screenshot.parent == out
-    print(f"screenshot: {screenshot}")
+    names = {Path(path).name for path in summary["screenshots"]}
+    assert {"ladder-every-tick.png", "depth-chart.png", "replay.png"} <= names
+    for path in summary["screenshots"]:
+        assert Path(path).is_file() and Path(path).stat().st_size > 5_000, path
+        print(f"screenshot: {path}")
