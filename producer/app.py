@@ -226,7 +226,7 @@ async def _produce(
             settings,
             source,
             pacing,
-            _Sender(producer, settings, source, replay_id, point),
+            Sender(producer, settings, source.dataset, source.symbols, replay_id, point),
             loops=loops,
             progress=progress,
             stop=stop or asyncio.Event(),
@@ -237,14 +237,18 @@ async def _produce(
         await producer.stop()
 
 
-class _Sender:
-    """Sends chunks and end-of-stream markers; counts what the broker acknowledged."""
+class Sender:
+    """Sends chunks and end-of-stream markers; counts what the broker acknowledged.
+
+    `symbols` (instrument_id -> raw symbol, for the `symbol` header) is read at each send: a
+    live session adds to it as the gateway's symbol mappings arrive (producer.live)."""
 
     def __init__(
         self,
         producer: AIOKafkaProducer,
         settings: Settings,
-        source: MboFile,
+        dataset: str,
+        symbols: dict[int, str],
         replay_id: str,
         point: ResumePoint | None = None,
     ) -> None:
@@ -259,8 +263,8 @@ class _Sender:
         )
         self.topic = settings.topics.records.name
         self.max_request_size = settings.kafka.max_request_size
-        self.dataset = source.dataset
-        self.symbols = source.symbols
+        self.dataset = dataset
+        self.symbols = symbols
         self.inflight: set[asyncio.Future[Any]] = set()
         self.failure: BaseException | None = None
         self.bootstrap = bootstrap_servers(settings)
@@ -395,7 +399,7 @@ class _Replay:
         settings: Settings,
         source: MboFile,
         pacing: Pacing,
-        sender: _Sender,
+        sender: Sender,
         *,
         loops: int,
         progress: ProgressCallback | None,
