@@ -89,6 +89,13 @@ KAFKA_REACHABLE = Gauge(
     "readiness as far as Kafka goes.",
     ["stage"],
 )
+LIVE_GAPS = Counter(
+    "mbo_live_gaps_total",
+    "Databento Live connections that ended without being asked to (dropped, closed by the "
+    "gateway, timed out, records skipped): each is a gap in the stream, and the next connection "
+    "is a new run whose books start from its snapshot (mbo_core.databento.live), by reason.",
+    ["reason"],
+)
 
 ALL_METRIC_NAMES = (
     "mbo_records_in_total",
@@ -110,6 +117,7 @@ ALL_METRIC_NAMES = (
     "mbo_api_live_messages_total",
     "mbo_messages_rejected_total",
     "mbo_kafka_reachable",
+    "mbo_live_gaps_total",
 )
 
 
