@@ -27,11 +27,18 @@ Every request is recorded (`requests`, `count()`), so tests can tell what was as
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import secrets
+import select
 import shutil
+import socket
+import socketserver
 import ssl
+import struct
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -253,3 +260,362 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self.wfile.write(b"0\r\n\r\n")
+
+
+# --- the Live gateway -----------------------------------------------------------------------
+
+#: CLX5's instrument id on GLBX.MDP3 (the file's metadata maps CLX5 to it).
+CLX5_ID = 432669
+LIVE_VERSION = "0.9.0-fake"
+F_LAST = 128
+F_SNAPSHOT = 32
+F_BAD_TS_RECV = 8
+UNDEF_PRICE = (1 << 63) - 1
+
+
+@dataclass(frozen=True)
+class LivePlan:
+    """What one started session of the fake Live gateway sends after its symbol mappings:
+    `records` (raw MBO records, MBO_DTYPE) in writes of `chunk_records`, then `error` if set
+    (an ErrorMsg, code INTERNAL_ERROR unless `error_code` says otherwise), then it ends:
+
+    - "hold": heartbeats (SystemMsg) every `FakeLive.heartbeat_s` until the client leaves,
+      like a gateway with nothing more to send;
+    - "close": a clean close (FIN) straight after the last record: a drop that loses nothing
+      the gateway wrote;
+    - "reset": a TCP reset (SO_LINGER 0): a drop that may lose what the client had not read.
+    """
+
+    records: Any  # np.ndarray of mbo_core.records.MBO_DTYPE
+    end: str = "hold"
+    error: str | None = None
+    error_code: int | None = None
+    chunk_records: int = 512
+    pause_s: float = 0.002  # between writes: a stream over time, not one burst
+
+
+@dataclass
+class LiveConnection:
+    """What one connection to the fake did and was asked."""
+
+    auth: Any = None  # databento.live.gateway.AuthenticationRequest
+    subscriptions: list[Any] = field(default_factory=list)  # SubscriptionRequest
+    started: bool = False
+    plan: int | None = None  # index of the LivePlan it was given
+    records_sent: int = 0
+    finished: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class FakeLive:
+    """A fake Databento Live gateway on 127.0.0.1 speaking the real protocol, as databento-python's
+    own mock live server does (tests/mockliveserver in databento/databento-python): greeting
+    `lsg_version=...`, CRAM challenge `cram=...`, the client's authentication line (its response
+    is the SHA-256 of `cram|key`, then `-` and the key's last five characters), the reply
+    `success=1|session_id=...` or `success=0|error=...`, subscription lines, `start_session`;
+    then a DBN stream: metadata, a SymbolMappingMsg per resolved symbol, a SystemMsg
+    acknowledging the subscription, an ErrorMsg (SYMBOL_RESOLUTION_FAILED) per unknown symbol, and
+    what the session's `LivePlan` says (`plans[k]` for the k-th started session; the last plan
+    for any later one). Connections that never start (a key check) use no plan.
+
+    Use as a context manager: on exit every connection is closed and every thread joined."""
+
+    keys: frozenset[str]
+    plans: list[LivePlan]
+    datasets: frozenset[str] = frozenset({"GLBX.MDP3"})
+    symbols: dict[str, int] = field(default_factory=lambda: {"CLX5": CLX5_ID})
+    heartbeat_s: float = 0.2
+    connections: list[LiveConnection] = field(default_factory=list)
+    _server: Any = None
+    _thread: threading.Thread | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _sockets: set[Any] = field(default_factory=set)
+    _stopping: threading.Event = field(default_factory=threading.Event)
+    _started_sessions: int = 0
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def started(self) -> list[LiveConnection]:
+        """The connections that started a session, in order."""
+        with self._lock:
+            return [c for c in self.connections if c.started]
+
+    def start(self) -> FakeLive:
+        handler = type("LiveHandler", (_LiveHandler,), {"gateway": self})
+        server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), handler)
+        server.daemon_threads = False
+        server.block_on_close = True
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-live"
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            with self._lock:
+                sockets = list(self._sockets)
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self._server.server_close()  # joins the connection threads
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> FakeLive:
+        return self.start()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def take_plan(self, connection: LiveConnection) -> LivePlan:
+        with self._lock:
+            index = min(self._started_sessions, len(self.plans) - 1)
+            self._started_sessions += 1
+            connection.started = True
+            connection.plan = index
+            return self.plans[index]
+
+    def track(self, sock: Any, connection: LiveConnection | None) -> None:
+        with self._lock:
+            if connection is None:
+                self._sockets.discard(sock)
+            else:
+                self._sockets.add(sock)
+                self.connections.append(connection)
+
+
+class _LiveHandler(socketserver.BaseRequestHandler):
+    gateway: ClassVar[FakeLive]
+
+    def handle(self) -> None:
+        sock = self.request
+        connection = LiveConnection()
+        self.gateway.track(sock, connection)
+        try:
+            self._session(sock, connection)
+        except OSError:
+            pass  # the client left
+        finally:
+            connection.finished.set()
+            self.gateway.track(sock, None)
+
+    def _session(self, sock: Any, connection: LiveConnection) -> None:
+        from databento.common import cram  # noqa: PLC0415
+        from databento.live.gateway import (  # noqa: PLC0415
+            AuthenticationRequest,
+            AuthenticationResponse,
+            ChallengeRequest,
+            Greeting,
+            SessionStart,
+            SubscriptionRequest,
+            parse_gateway_message,
+        )
+
+        challenge = secrets.token_hex(16)
+        sock.sendall(bytes(Greeting(lsg_version=LIVE_VERSION)))
+        sock.sendall(bytes(ChallengeRequest(cram=challenge)))
+        lines = _Lines(sock)
+        line = lines.next()
+        if line is None:
+            return
+        auth = AuthenticationRequest.parse(line)
+        connection.auth = auth
+        known = [
+            key
+            for key in self.gateway.keys
+            if auth.auth == cram.get_challenge_response(challenge, key)
+        ]
+        if not known:
+            reply = AuthenticationResponse(success="0", error="Authentication failed.")
+        elif auth.dataset not in self.gateway.datasets:
+            reply = AuthenticationResponse(success="0", error=f"Unknown dataset: {auth.dataset}")
+        else:
+            reply = AuthenticationResponse(success="1", session_id=secrets.token_hex(4))
+        sock.sendall(bytes(reply))
+        if reply.success != "1":
+            return
+        while True:
+            line = lines.next()
+            if line is None:
+                return
+            message = parse_gateway_message(line)
+            if isinstance(message, SubscriptionRequest):
+                connection.subscriptions.append(message)
+            elif isinstance(message, SessionStart):
+                break
+        plan = self.gateway.take_plan(connection)
+        sock.sendall(self._head(auth.dataset, connection.subscriptions))
+        self._stream(sock, connection, plan)
+
+    def _head(self, dataset: str, subscriptions: list[Any]) -> bytes:
+        import databento_dbn  # noqa: PLC0415
+
+        dbn: Any = databento_dbn  # (its stubs type the enums' members as str and int)
+
+        now = time.time_ns()
+        parts = [
+            dbn.Metadata(
+                dataset=dataset,
+                start=now,
+                stype_in=None,
+                stype_out=dbn.SType.INSTRUMENT_ID,
+                schema=None,
+                version=3,
+            ).encode()
+        ]
+        for number, subscription in enumerate(subscriptions):
+            for symbol in str(subscription.symbols).split(","):
+                instrument = self.gateway.symbols.get(symbol)
+                if instrument is None:
+                    parts.append(
+                        bytes(
+                            dbn.ErrorMsg(
+                                ts_event=now,
+                                err=f"Failed to resolve symbol: {symbol}",
+                                code=dbn.ErrorCode.SYMBOL_RESOLUTION_FAILED,
+                            )
+                        )
+                    )
+                    continue
+                parts.append(
+                    bytes(
+                        dbn.SymbolMappingMsg(
+                            publisher_id=1,
+                            instrument_id=instrument,
+                            ts_event=now,
+                            stype_in=dbn.SType.RAW_SYMBOL,
+                            stype_in_symbol=symbol,
+                            stype_out=dbn.SType.RAW_SYMBOL,
+                            stype_out_symbol=symbol,
+                            start_ts=now,
+                            end_ts=now + 86_400 * 10**9,
+                        )
+                    )
+                )
+            parts.append(
+                bytes(
+                    dbn.SystemMsg(
+                        ts_event=now,
+                        msg=f"Subscription request {number} for {subscription.schema} data "
+                        "succeeded",
+                        code=dbn.SystemCode.SUBSCRIPTION_ACK,
+                    )
+                )
+            )
+        return b"".join(parts)
+
+    def _stream(self, sock: Any, connection: LiveConnection, plan: LivePlan) -> None:
+        import databento_dbn  # noqa: PLC0415
+
+        dbn: Any = databento_dbn  # (its stubs type the enums' members as str and int)
+
+        body = plan.records.tobytes()
+        step = plan.chunk_records * 56
+        for offset in range(0, len(body), step):
+            if self.gateway._stopping.is_set():
+                return
+            piece = body[offset : offset + step]
+            sock.sendall(piece)
+            connection.records_sent += len(piece) // 56
+            time.sleep(plan.pause_s)
+        if plan.error is not None:
+            code = plan.error_code if plan.error_code is not None else 6  # INTERNAL_ERROR
+            sock.sendall(
+                bytes(
+                    dbn.ErrorMsg(ts_event=time.time_ns(), err=plan.error, code=dbn.ErrorCode(code))
+                )
+            )
+            sock.shutdown(socket.SHUT_WR)
+            _drain(sock)
+            return
+        if plan.end == "close":
+            sock.shutdown(socket.SHUT_WR)
+            _drain(sock)
+            return
+        if plan.end == "reset":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+            return
+        while not self.gateway._stopping.is_set():
+            readable, _, _ = select.select([sock], [], [], self.gateway.heartbeat_s)
+            if readable and not sock.recv(65536):
+                return  # the client closed its side
+            sock.sendall(
+                bytes(
+                    dbn.SystemMsg(
+                        ts_event=time.time_ns(), msg="Heartbeat", code=dbn.SystemCode.HEARTBEAT
+                    )
+                )
+            )
+
+
+class _Lines:
+    """Newline-terminated control lines from a socket."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+
+    def next(self) -> str | None:
+        while b"\n" not in self._buffer:
+            data = self._sock.recv(4096)
+            if not data:
+                return None
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line.decode() + "\n"
+
+
+def _drain(sock: Any) -> None:
+    """Read until the client closes (after a clean close of our side)."""
+    sock.settimeout(5)
+    with contextlib.suppress(OSError):
+        while sock.recv(65536):
+            pass
+
+
+def mbo_snapshot(records: Any, instrument_id: int, ts_recv: int) -> Any:
+    """The MBO snapshot the gateway would send of the book `records` (a stream that ends at an
+    event boundary) built: a Clear, then an Add per resting order in priority order, flagged
+    F_SNAPSHOT | F_BAD_TS_RECV, the last also F_LAST (docs: conventions/mbo-snapshot)."""
+    import numpy as np  # noqa: PLC0415
+
+    from mbo_core.records import MBO_DTYPE  # noqa: PLC0415
+    from tests.reference_book import RefBook  # noqa: PLC0415
+
+    book = RefBook()
+    for r in records:
+        book.apply(chr(r["action"]), chr(r["side"]), int(r["price"]), int(r["size"]),
+                   int(r["order_id"]), int(r["flags"]))  # fmt: skip
+    last = records[-1] if len(records) else None
+    ts_event = int(last["ts_event"]) if last is not None else ts_recv
+    sequence = int(last["sequence"]) if last is not None else 0
+    orders = [
+        (side, price, order_id, size)
+        for side in ("B", "A")
+        for price in sorted(book.sides[side], reverse=side == "B")
+        for order_id, size in book.sides[side][price]
+    ]
+    out = np.zeros(1 + len(orders), dtype=MBO_DTYPE)
+    out["length"], out["rtype"], out["publisher_id"] = 14, 0xA0, 1
+    out["instrument_id"], out["ts_event"], out["ts_recv"] = instrument_id, ts_event, ts_recv
+    out["flags"], out["sequence"] = F_SNAPSHOT | F_BAD_TS_RECV, sequence
+    out[0]["action"], out[0]["side"], out[0]["price"] = ord("R"), ord("N"), UNDEF_PRICE
+    for i, (side, price, order_id, size) in enumerate(orders, start=1):
+        out[i]["action"], out[i]["side"] = ord("A"), ord(side)
+        out[i]["price"], out[i]["order_id"], out[i]["size"] = price, order_id, size
+    out[-1]["flags"] |= F_LAST
+    return out
