@@ -73,6 +73,32 @@ class Level(_Model):
     count: int = Field(ge=0, description="Orders at the price.")
 
 
+class Run(_Model):
+    """One run of an instrument's data: a replay, or one copy of a looped replay; history is
+    read one run at a time, the latest by default (docs/storage.md, "Runs")."""
+
+    replay_id: str = Field(description="The replay's id; empty for data sent without one.")
+    replay_copy: int = Field(ge=0, description="The copy of a looped replay, 1 first (0: none).")
+
+
+class RunSummary(Run):
+    """A run and what the BBO history holds of it."""
+
+    first_ts_event: Ns
+    first_ts_event_iso: Iso
+    last_ts_event: Ns
+    last_ts_event_iso: Iso
+    bbo_rows: int = Field(ge=0, description="BBO changes stored (duplicates collapsed).")
+    latest: bool = Field(description="The run history routes read when none is named.")
+
+
+class Runs(_Model):
+    """The runs an instrument's history holds, newest first."""
+
+    instrument_id: int
+    runs: list[RunSummary]
+
+
 class Book(_Model):
     """A book: the levels of both sides, best first (the book JSON of mbo_core/schemas.py with
     the ISO siblings of its times)."""
@@ -90,6 +116,9 @@ class Book(_Model):
     crossed: bool = Field(description="Best bid above best ask.")
     locked: bool = Field(description="Best bid equal to best ask.")
     quality: Quality
+    run: Run | None = Field(
+        default=None, description="History only (book/at): the run the book is of."
+    )
 
 
 class Bbo(_Model):
@@ -122,6 +151,7 @@ class Instrument(_Model):
 
 
 class _Page(_Model):
+    run: Run | None = Field(description="The run read; null: the instrument has no history.")
     truncated: bool = Field(description="More follow: fetch `next`.")
     next: str | None = Field(description="URL of the next page; null on the last page.")
 

@@ -131,6 +131,12 @@ class _Instrument:
     publishers: set[int] = field(default_factory=set)
     consolidated: bool = False  # it has a consolidated book
     last_update_ns: int = 0
+    #: The run shown (replay id, copy) and the newest source position applied of it.
+    run: tuple[str, int] | None = None
+    newest: Position | None = None
+    #: Versions of the instrument's books go on from here after a new run dropped them, so a
+    #: client waiting for "a version other than mine" never sees an old number again.
+    next_version: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     payloads: dict[tuple[Any, ...], bytes] = field(default_factory=dict)
 
@@ -279,7 +285,7 @@ class LiveState:
     def _entry(self, info: _Instrument, key: Key) -> _Entry:
         entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[key] = _Entry()
+            entry = self._entries[key] = _Entry(version=info.next_version)
             if key[1] is not None:
                 info.publishers.add(key[1])
             else:
@@ -305,6 +311,17 @@ class LiveState:
             info.changed.set()
             info.changed = asyncio.Event()
 
+    def _start_run(self, instrument_id: int, info: _Instrument, run: tuple[str, int]) -> None:
+        """A new run of the instrument (another replay, the next loop copy): its books start
+        empty in the processor, so the last run's books go, publishers and all; a client sees
+        the new run's first book, never a mix."""
+        for key in [k for k in self._entries if k[0] == instrument_id]:
+            info.next_version = max(info.next_version, self._entries.pop(key).version + 1)
+        info.publishers.clear()
+        info.consolidated = False
+        info.last_update_ns = 0
+        info.run = run
+
     def _apply_rows(self, message: EventMessage, *, snapshot: bool) -> bool:
         """Take each book's last row of the message where it is newer than what is held."""
         context = message.context
@@ -312,6 +329,13 @@ class LiveState:
         n = len(message)
         if n == 0:
             return False
+        first = (context.source_partition, context.source_offset, 0)
+        run = (context.replay_id, context.replay_copy)
+        if run != info.run:
+            if info.run is not None and not _newer(first, info.newest):
+                return False  # a late copy of an earlier run's message: that run is over
+            self._start_run(context.instrument_id, info, run)
+        info.newest = first if info.newest is None or _newer(first, info.newest) else info.newest
         records = message.records
         books = np.where(message.consolidated, -1, records["publisher_id"].astype(np.int64))
         # Only the last row of each book in the message matters here.

@@ -24,7 +24,7 @@ from clickhouse_connect.driver.client import Client
 from mbo_core.prices import format_price
 from mbo_core.schemas import BookJson, levels_json
 from mbo_core.settings import Settings
-from mbo_core.storage.queries import Query, depth_at
+from mbo_core.storage.queries import Query, Run, depth_at, runs_of
 from mbo_core.timestamps import iso_ns
 
 log = logging.getLogger("api.store")
@@ -110,13 +110,65 @@ def _is_connection_error(exc: BaseException) -> bool:
 # ----------------------------------------------------------------------- queries
 
 
-async def publishers_of(store: Store, instrument_id: int) -> list[int]:
-    """Publisher ids (0 = consolidated) with BBO rows for the instrument; [] if none."""
+async def latest_run(store: Store, instrument_id: int, replay_id: str | None = None) -> Run | None:
+    """The instrument's latest run (of replay `replay_id`: its latest copy); None if it has
+    none."""
+    where = "instrument_id = {i:UInt32}" + (
+        "" if replay_id is None else " AND replay_id = {r:String}"
+    )
+    rows = await store.rows(
+        Query(
+            "SELECT argMax((replay_id, replay_copy), (source_partition, source_offset)) AS run, "
+            f"count() AS n FROM bbo WHERE {where}",
+            {"i": instrument_id} if replay_id is None else {"i": instrument_id, "r": replay_id},
+        )
+    )
+    if not rows or not rows[0]["n"]:
+        return None
+    replay, copy = rows[0]["run"]
+    return str(replay), int(copy)
+
+
+async def has_run(store: Store, instrument_id: int, run: Run) -> bool:
+    rows = await store.rows(
+        Query(
+            "SELECT count() AS n FROM bbo WHERE instrument_id = {i:UInt32} "
+            "AND replay_id = {r:String} AND replay_copy = {c:UInt32}",
+            {"i": instrument_id, "r": run[0], "c": run[1]},
+        )
+    )
+    return bool(rows and rows[0]["n"])
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {"replay_id": run[0], "replay_copy": run[1]}
+
+
+async def runs(store: Store, instrument_id: int) -> list[dict[str, Any]]:
+    """The instrument's runs, newest first (api.models.RunSummary)."""
+    rows = await store.rows(runs_of(instrument_id))
+    return [
+        {
+            **run_json((str(row["replay_id"]), int(row["replay_copy"]))),
+            "first_ts_event": int(row["first_ts_event_ns"]),
+            "first_ts_event_iso": iso_ns(int(row["first_ts_event_ns"])),
+            "last_ts_event": int(row["last_ts_event_ns"]),
+            "last_ts_event_iso": iso_ns(int(row["last_ts_event_ns"])),
+            "bbo_rows": int(row["bbo_rows"]),
+            "latest": i == 0,
+        }
+        for i, row in enumerate(rows)
+    ]
+
+
+async def publishers_of(store: Store, instrument_id: int, run: Run) -> list[int]:
+    """Publisher ids (0 = consolidated) with BBO rows for the instrument in the run; [] if
+    none."""
     rows = await store.rows(
         Query(
             "SELECT DISTINCT publisher_id FROM bbo WHERE instrument_id = {i:UInt32} "
-            "ORDER BY publisher_id",
-            {"i": instrument_id},
+            "AND replay_id = {r:String} AND replay_copy = {c:UInt32} ORDER BY publisher_id",
+            {"i": instrument_id, "r": run[0], "c": run[1]},
         )
     )
     return [int(row["publisher_id"]) for row in rows]
@@ -156,9 +208,9 @@ def book_from_row(row: dict[str, Any], depth: int) -> BookJson:
 
 
 async def book_at(
-    store: Store, instrument_id: int, at_ns: int, depth: int, publisher: int
+    store: Store, instrument_id: int, at_ns: int, depth: int, publisher: int, run: Run
 ) -> BookJson | None:
-    rows = await store.rows(depth_at(instrument_id, at_ns, publisher_id=publisher))
+    rows = await store.rows(depth_at(instrument_id, at_ns, publisher_id=publisher, run=run))
     return book_from_row(rows[0], depth) if rows else None
 
 
@@ -197,6 +249,7 @@ def bbo_rows_query(
     start_ns: int,
     end_ns: int,
     limit: int,
+    run: Run,
     after: Cursor | None = None,
 ) -> Query:
     """BBO changes in [start_ns, end_ns), oldest first, after the `after` cursor, at most
@@ -215,6 +268,7 @@ SELECT instrument_id, publisher_id, symbol,
        source_partition, source_offset, record_index
 FROM bbo FINAL
 WHERE instrument_id = {{instrument_id:UInt32}} AND publisher_id = {{publisher_id:UInt16}}
+  AND replay_id = {{replay_id:String}} AND replay_copy = {{replay_copy:UInt32}}
   AND {_IN_RANGE}{page}
 ORDER BY ts_event, source_partition, source_offset, record_index
 LIMIT {{limit:UInt32}}"""
@@ -224,6 +278,8 @@ LIMIT {{limit:UInt32}}"""
         "start_ns": start_ns,
         "end_ns": end_ns,
         "limit": limit,
+        "replay_id": run[0],
+        "replay_copy": run[1],
     }
     if after is not None:
         parameters.update(

@@ -6,6 +6,10 @@ Python datetimes), prices as Int64 in 1e-9 units (`mbo_core.prices.format_price`
 decimal) except the bars' mid and spread, exact Decimals in price units; publisher_id 0 = the
 consolidated book.
 
+Runs: every query reads one run of the instrument's data (a replay, or one copy of a looped
+replay: `run=(replay_id, replay_copy)`), by default its latest (`LATEST_RUN`), so replays and
+loops of the same data never count twice.
+
 Duplicates: a redelivered message inserts rows identical to the first copy, so "the latest row"
 queries need no FINAL (the copies are the same row); counts and anything summed do use FINAL.
 """
@@ -27,11 +31,28 @@ class Query:
     parameters: dict[str, Any] = field(default_factory=dict)
 
 
+#: A run of the data: (replay_id, replay_copy), one copy of one replay (docs/storage.md, "Runs").
+Run = tuple[str, int]
+#: The latest run of an instrument: the run of its newest row in the source topic (one
+#: instrument's records live in one partition, in order).
+LATEST_RUN = (
+    "(SELECT argMax((replay_id, replay_copy), (source_partition, source_offset)) "
+    "FROM bbo WHERE instrument_id = {instrument_id:UInt32})"
+)
+
+
 def _filters(
-    instrument_id: int, publisher_id: int | None, since_ns: int | None
+    instrument_id: int, publisher_id: int | None, since_ns: int | None, run: Run | None = None
 ) -> tuple[str, dict[str, Any]]:
+    """The WHERE clause of one instrument (and publisher, and time bound) in one run: `run`,
+    or the instrument's latest when None."""
     where = ["instrument_id = {instrument_id:UInt32}"]
     parameters: dict[str, Any] = {"instrument_id": instrument_id}
+    if run is None:
+        where.append(f"(replay_id, replay_copy) = {LATEST_RUN}")
+    else:
+        where.append("replay_id = {replay_id:String} AND replay_copy = {replay_copy:UInt32}")
+        parameters.update(replay_id=run[0], replay_copy=run[1])
     if publisher_id is not None:
         where.append("publisher_id = {publisher_id:UInt16}")
         parameters["publisher_id"] = publisher_id
@@ -48,10 +69,11 @@ def bbo_at(
     *,
     publisher_id: int | None = None,
     since_ns: int | None = None,
+    run: Run | None = None,
 ) -> Query:
     """The best bid and offer in force at `at_ns`: per publisher (0 = consolidated), the last
     bbo row with ts_event <= at_ns. since_ns: look no further back than this (faster)."""
-    where, parameters = _filters(instrument_id, publisher_id, since_ns)
+    where, parameters = _filters(instrument_id, publisher_id, since_ns, run)
     sql = f"""
 SELECT instrument_id, publisher_id, symbol,
        toUnixTimestamp64Nano(ts_event) AS ts_event_ns, toUnixTimestamp64Nano(ts_recv) AS ts_recv_ns,
@@ -70,11 +92,12 @@ def depth_at(
     *,
     publisher_id: int | None = None,
     since_ns: int | None = None,
+    run: Run | None = None,
 ) -> Query:
     """The depth (levels, best first) as of `at_ns`: per publisher, the last snapshot with
     ts_event <= at_ns. Snapshots are conflated (MBO_PIPELINE__SNAPSHOT_INTERVAL_MS), so this is
     the book at that snapshot's ts_event, which the row carries."""
-    where, parameters = _filters(instrument_id, publisher_id, since_ns)
+    where, parameters = _filters(instrument_id, publisher_id, since_ns, run)
     sql = f"""
 SELECT instrument_id, publisher_id, symbol,
        toUnixTimestamp64Nano(ts_event) AS ts_event_ns, toUnixTimestamp64Nano(ts_recv) AS ts_recv_ns,
@@ -95,6 +118,7 @@ def mid_bars(
     step_ns: int = 1_000_000_000,
     publisher_id: int | None = None,
     limit: int | None = None,
+    run: Run | None = None,
 ) -> Query:
     """Bars of `step_ns` of the mid price over [start_ns, end_ns), per publisher: open, high,
     low, close of the mid over the BBO changes in the bar where both sides were present, the
@@ -102,7 +126,7 @@ def mid_bars(
     (Decimal(38, 10): half a 1e-9 tick needs a tenth decimal; Decimal(38, 9)), computed from the
     integer prices without floats. Bars without a change are absent. `limit`: at most that many
     bars."""
-    where, parameters = _filters(instrument_id, publisher_id, None)
+    where, parameters = _filters(instrument_id, publisher_id, None, run)
     sql = f"""
 SELECT publisher_id,
        intDiv(toUnixTimestamp64Nano(ts_event), {{step_ns:Int64}}) * {{step_ns:Int64}} AS bar_ns,
@@ -136,9 +160,10 @@ def mid_bars_1s(
     end_ns: int,
     *,
     publisher_id: int | None = None,
+    run: Run | None = None,
 ) -> Query:
     """1-second bars of the mid price (see mid_bars)."""
-    return mid_bars(instrument_id, start_ns, end_ns, publisher_id=publisher_id)
+    return mid_bars(instrument_id, start_ns, end_ns, publisher_id=publisher_id, run=run)
 
 
 def quality_over_time(
@@ -148,10 +173,11 @@ def quality_over_time(
     *,
     interval_s: int = 60,
     publisher_id: int | None = None,
+    run: Run | None = None,
 ) -> Query:
     """Data-quality counters over time: per publisher and interval, the counters' values at the
     end of the interval (they only grow, so the maximum) from the BBO events."""
-    where, parameters = _filters(instrument_id, publisher_id, None)
+    where, parameters = _filters(instrument_id, publisher_id, None, run)
     sql = f"""
 SELECT publisher_id,
        intDiv(toUnixTimestamp64Nano(ts_event), {{step_ns:Int64}}) * {{step_ns:Int64}} AS bucket_ns,
@@ -166,6 +192,21 @@ ORDER BY publisher_id, bucket_ns"""
         sql.strip(),
         {**parameters, "start_ns": start_ns, "end_ns": end_ns, "step_ns": interval_s * 10**9},
     )
+
+
+def runs_of(instrument_id: int) -> Query:
+    """The runs an instrument's BBO history holds, newest first: replay_id, replay_copy, the
+    event-time range and BBO rows (duplicates collapsed) of each."""
+    sql = """
+SELECT replay_id, replay_copy,
+       toUnixTimestamp64Nano(min(ts_event)) AS first_ts_event_ns,
+       toUnixTimestamp64Nano(max(ts_event)) AS last_ts_event_ns,
+       count() AS bbo_rows, max((source_partition, source_offset)) AS newest
+FROM bbo FINAL
+WHERE instrument_id = {instrument_id:UInt32}
+GROUP BY replay_id, replay_copy
+ORDER BY newest DESC"""
+    return Query(sql.strip(), {"instrument_id": instrument_id})
 
 
 TABLE_NAMES = ("mbo_records", "bbo", "book_snapshots")

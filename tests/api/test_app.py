@@ -102,8 +102,11 @@ def served(
             rows = client.get(f"/v1/instruments/{CLX5_ID}/bbo/history",
                               params={"start": 0, "end": ts + 1, "limit": 100_000})  # fmt: skip
             stored = client.get(f"/v1/instruments/{CLX5_ID}/book/at", params={"ts": ts})
-            return (rows.status_code == 200 and len(rows.json()["rows"]) == CLX5_BBO_ROWS
-                    and stored.status_code == 200 and stored.json() == book.json())  # fmt: skip
+            if rows.status_code != 200 or len(rows.json()["rows"]) != CLX5_BBO_ROWS:
+                return False
+            # The stored book is the live one, and says which run it is of.
+            run = rows.json()["run"]
+            return stored.status_code == 200 and stored.json() == {**book.json(), "run": run}
 
         wait_until(drained, 180, "the pipeline did not drain into ClickHouse")
         listener.join(30)
@@ -595,7 +598,18 @@ _VALUES = st.one_of(
     st.text(max_size=30),
     st.sampled_from(["", "1s", "1m", "0", "nan", "inf", "2025-09-24T22:00:00Z", "432669", "-1"]),
 )
-_PARAMS = ["depth", "publisher_id", "ts", "start", "end", "bucket", "limit", "max_hz"]
+_PARAMS = [
+    "depth",
+    "publisher_id",
+    "ts",
+    "start",
+    "end",
+    "bucket",
+    "limit",
+    "max_hz",
+    "replay_id",
+    "replay_copy",
+]
 
 
 @pytest.fixture(scope="module")
@@ -646,3 +660,45 @@ def _openapi_paths(base: str) -> list[str]:
         _SPEC.append(schema)
         _SCHEMA_PATHS.extend(p for p, ops in schema["paths"].items() if "get" in ops)
     return _SCHEMA_PATHS
+
+
+def test_a_second_replay_is_a_run_of_its_own(served: Served, final_book: dict[str, Any]) -> None:
+    """Last in this module (it replays CLX5 again): the second replay's books start empty, the
+    history routes read it alone by default, and the first stays readable by its id."""
+    with httpx.Client(base_url=served.base, timeout=30) as http:
+        history = f"/v1/instruments/{CLX5_ID}/bbo/history"
+        span = {"start": 0, "end": 2**62, "limit": 100_000}
+        (first,) = http.get(f"/v1/instruments/{CLX5_ID}/runs").json()["runs"]
+        before = http.get(history, params=span).json()
+        assert before["run"] == {k: first[k] for k in ("replay_id", "replay_copy")}
+        started = http.post("/v1/replay", json={"file": CLX5.name})
+        assert started.status_code == 202, started.text
+
+        def second_run_stored() -> bool:
+            runs = http.get(f"/v1/instruments/{CLX5_ID}/runs").json()["runs"]
+            return len(runs) == 2 and runs[0]["bbo_rows"] == CLX5_BBO_ROWS
+
+        wait_until(second_run_stored, 180, "the second replay did not reach ClickHouse")
+        latest, earlier = http.get(f"/v1/instruments/{CLX5_ID}/runs").json()["runs"]
+        assert (latest["latest"], earlier["latest"]) == (True, False)
+        assert earlier["replay_id"] == first["replay_id"] != latest["replay_id"]
+        # The default is the new run: each row once, as in the first run, not twice.
+        after = http.get(history, params=span).json()
+        assert after["run"] == {"replay_id": latest["replay_id"], "replay_copy": 1}
+        assert len(after["rows"]) == CLX5_BBO_ROWS
+        assert after["rows"] == before["rows"]
+        old = http.get(history, params={**span, "replay_id": first["replay_id"]}).json()
+        assert old["rows"] == before["rows"] and old["run"] == before["run"]
+        bars = http.get(history, params={**span, "bucket": "1m"}).json()["bars"]
+        assert sum(bar["changes"] for bar in bars) <= CLX5_BBO_ROWS
+        missing = http.get(history, params={**span, "replay_id": "no-such-replay"})
+        assert missing.status_code == 404 and "no run" in missing.json()["detail"]
+        # The live book is the file's final book, counters from zero: no order of run 1.
+        wait_until(lambda: http.get("/v1/replay").json()["state"] == "finished", 120,
+                   "the second replay did not finish")  # fmt: skip
+        live_book = f"/v1/instruments/{CLX5_ID}/book"
+        wait_until(lambda: http.get(live_book).json()["bids"] == final_book["bids"], 60,
+                   "the live book is not the final book")  # fmt: skip
+        book = http.get(live_book).json()
+        assert (book["bids"], book["asks"]) == (final_book["bids"], final_book["asks"])
+        assert book["quality"] == final_book["quality"]

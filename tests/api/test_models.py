@@ -45,6 +45,7 @@ STATUSES = {
     ("/v1/instruments", "get"): {200, 400, 401},
     (BOOK, "get"): {200, 400, 401, 404, 422},
     (BBO, "get"): {200, 400, 401, 404, 422},
+    ("/v1/instruments/{instrument_id}/runs", "get"): {200, 400, 401, 404, 422, 503},
     ("/v1/instruments/{instrument_id}/book/at", "get"): {200, 400, 401, 404, 422, 503},
     ("/v1/instruments/{instrument_id}/bbo/history", "get"): {200, 400, 401, 404, 422, 503},
     ("/v1/instruments/{instrument_id}/events", "get"): {200, 400, 401, 404, 422},

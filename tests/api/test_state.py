@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import numpy as np
 from aiokafka import ConsumerRecord
@@ -68,3 +69,30 @@ def test_skipping_keeps_exactly_the_state_of_reading_every_message() -> None:
     assert list(folded._entries) == list(every._entries) == [(CLX5_INSTRUMENT, 1)]
     held = every.bbo_json((CLX5_INSTRUMENT, 1))
     assert held is not None and folded.bbo_json((CLX5_INSTRUMENT, 1)) == held
+
+
+def _in_run(message: ConsumerRecord[bytes, bytes], copy: int) -> ConsumerRecord[bytes, bytes]:
+    """The same message as if its records message were of another run (replay copy)."""
+    headers = tuple(
+        (name, str(copy).encode() if name == "replay-copy" else value)
+        for name, value in message.headers
+    )
+    return dataclasses.replace(message, headers=headers)
+
+
+def test_a_new_run_replaces_the_books_of_the_last_one() -> None:
+    """The processor starts a new run's books empty; the live view drops the last run's books
+    with it (its consolidated book too), and a late copy of the last run's message (a
+    restarted processor republishing) brings none of them back."""
+    first = _message(0, consolidated=True)
+    state = _state_after([first])
+    assert state.bbo((CLX5_INSTRUMENT, None)) is not None  # the consolidated book of run 1
+    state = _state_after([first, _in_run(_message(1), 3)])
+    assert state.summary(CLX5_INSTRUMENT)["publishers"] == [1]
+    assert state.bbo((CLX5_INSTRUMENT, None)) is None
+    shown = state.bbo((CLX5_INSTRUMENT, 1))
+    assert shown is not None
+    assert first.value is not None
+    state.apply(first.value, first.headers)
+    assert state.bbo((CLX5_INSTRUMENT, None)) is None
+    assert state.bbo((CLX5_INSTRUMENT, 1)) == shown
