@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ log = logging.getLogger("api.replay_control")
 
 State = Literal["idle", "running", "paused", "finished", "stopped", "failed"]
 DBN_SUFFIXES = (".dbn", ".dbn.zst")
+#: Subdirectory levels of the replay directory listed (a data dir below it is not walked whole).
+FILES_DEPTH = 3
 
 
 class ReplaySummary(Protocol):
@@ -134,15 +137,25 @@ class ReplayController:
         }
 
     def files(self) -> list[str]:
-        """Replayable files in the replay directory, relative names."""
+        """Replayable files in the replay directory (and its subdirectories, hidden ones and
+        those deeper than FILES_DEPTH left out), relative names. A directory or file that
+        vanishes or cannot be read while it is listed is skipped, never an error: the
+        directory may be shared with running jobs (a pipeline's data dir, browser profiles)."""
         directory = self.directory
         if directory is None or not directory.is_dir():
             return []
-        return sorted(
-            str(path.relative_to(directory))
-            for path in directory.rglob("*")
-            if path.is_file() and path.name.endswith(DBN_SUFFIXES)
-        )
+        found = []
+        for root, subdirectories, names in os.walk(directory):  # errors are ignored
+            relative = Path(root).relative_to(directory)
+            if len(relative.parts) >= FILES_DEPTH:
+                subdirectories.clear()
+            subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]
+            found += [
+                str(relative / name)
+                for name in names
+                if name.endswith(DBN_SUFFIXES) and (Path(root) / name).is_file()
+            ]
+        return sorted(found)
 
     def _replayer(self) -> FileReplay:
         if self.file_replay is None:

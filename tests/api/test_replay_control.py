@@ -162,3 +162,16 @@ def test_non_finite_or_absurd_pace_is_a_422_naming_the_field(
     assert response.status_code == 422
     (error,) = response.json()["detail"]
     assert error["loc"] == ["body", field]
+
+
+def test_the_file_list_skips_hidden_deep_and_vanishing_entries(tmp_path: Path) -> None:
+    from api.replay_control import ReplayController  # noqa: PLC0415
+    from tests.conftest import make_settings  # noqa: PLC0415
+
+    for name in ["a.dbn", "sub/b.dbn.zst", "sub/notes.txt", ".profile/c.dbn",
+                 "one/two/three/four/deep.dbn", "one/two/d.dbn"]:  # fmt: skip
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "gone.dbn").symlink_to(tmp_path / "nowhere.dbn")  # a file that vanished
+    controller = ReplayController(make_settings(api={"replay_dir": str(tmp_path)}), None)
+    assert controller.files() == ["a.dbn", "one/two/d.dbn", "sub/b.dbn.zst"]
