@@ -1011,6 +1011,8 @@ function selectInstrument(id) {
   resetHistoryChart();
   charts.depth?.setBook(null);
   prefillHistory(false);
+  $('hist-run').innerHTML = '<option value="">latest run</option>';
+  refreshRuns();
   connectLive();
   loadBookOnce();
   seedLiveChart(id);
@@ -1209,6 +1211,39 @@ function setHistoryNote(text) {
   note.textContent = text;
 }
 
+// A run is one replay, or one copy of a looped replay: history reads one, the latest unless picked.
+function runLabel(run) {
+  return `${run.replay_id || '(no replay id)'} · copy ${run.replay_copy}`;
+}
+
+function addRunParams(params) {
+  const picked = $('hist-run').value;
+  if (!picked) return;
+  const [replayId, copy] = picked.split('\t');
+  params.set('replay_id', replayId);
+  params.set('replay_copy', copy);
+}
+
+async function refreshRuns() {
+  const id = state.instrumentId;
+  if (id === null) return;
+  let runs = [];
+  try {
+    runs = (await api(`v1/instruments/${encodeURIComponent(id)}/runs`))?.runs || [];
+  } catch (error) {
+    if (error.status !== 404) showError(`runs: ${error.message}`);
+  }
+  if (String(id) !== String(state.instrumentId)) return;
+  const select = $('hist-run');
+  const kept = select.value;
+  const latest = runs.find((r) => r.latest);
+  select.innerHTML = [
+    `<option value="">latest run${latest ? ` (${esc(runLabel(latest))})` : ''}</option>`,
+    ...runs.map((r) => `<option value="${esc(`${r.replay_id}\t${r.replay_copy}`)}">${esc(runLabel(r))}, ${fmtInt(r.bbo_rows)} BBO changes</option>`),
+  ].join('');
+  select.value = [...select.options].some((o) => o.value === kept) ? kept : '';
+}
+
 async function loadHistory() {
   if (state.instrumentId === null) return;
   const id = state.instrumentId;
@@ -1223,6 +1258,7 @@ async function loadHistory() {
   }
   const params = new URLSearchParams({ start: String(start), end: String(end), bucket: $('hist-bucket').value });
   if (state.publisherId !== '') params.set('publisher_id', state.publisherId);
+  addRunParams(params);
   $('history-text').textContent = 'loading…';
   setHistoryNote('loading…');
   try {
@@ -1248,9 +1284,11 @@ async function loadHistory() {
       charts.history.chart.timeScale().fitContent();
     }
     setHistoryNote(bars.length ? '' : 'No BBO data in this range: pick another range and press Load bars.');
+    const run = data?.run ? ` of run ${runLabel(data.run)}` : '';
     $('history-text').textContent = bars.length
-      ? `${bars.length} bars of ${$('hist-bucket').value}, ${nsToIso(start)} → ${nsToIso(end)}; click a bar for its book`
-      : 'no BBO data in this range';
+      ? `${bars.length} bars of ${$('hist-bucket').value}${run}, ${nsToIso(start)} → ${nsToIso(end)}; click a bar for its book`
+      : `no BBO data in this range${run}`;
+    refreshRuns();
   } catch (error) {
     setHistoryNote('Loading failed (below): fix the range and press Load bars again.');
     $('history-text').textContent = error.message;
@@ -1269,6 +1307,7 @@ async function loadBookAt() {
   }
   const params = bookQuery();
   params.set('ts', String(ts));
+  addRunParams(params);
   $('bookat-text').textContent = 'loading…';
   try {
     const book = await api(`v1/instruments/${encodeURIComponent(id)}/book/at?${params}`);
@@ -1278,7 +1317,8 @@ async function loadBookAt() {
     userScrolled.delete($('bookat-ladder'));
     renderLadder($('bookat-ladder'), book, { mode: state.ladderMode });
     const flags = [book.crossed ? 'CROSSED' : '', book.locked ? 'LOCKED' : ''].filter(Boolean).join(' ');
-    $('bookat-text').textContent = `${book.symbol ?? '?'} as of ${nsToIso(ts)}: last event ${nsToIso(book.ts_event)}, seq ${book.sequence ?? '–'} ${flags}`;
+    const run = book.run ? `, run ${runLabel(book.run)}` : '';
+    $('bookat-text').textContent = `${book.symbol ?? '?'} as of ${nsToIso(ts)}: last event ${nsToIso(book.ts_event)}, seq ${book.sequence ?? '–'}${run} ${flags}`;
   } catch (error) {
     state.bookAt = null;
     $('bookat-ladder').innerHTML = '';
@@ -1318,6 +1358,7 @@ function wire() {
   $('history-form').addEventListener('submit', (event) => { event.preventDefault(); loadHistory(); });
   $('hist-recent').addEventListener('click', () => { prefillHistory(true); loadHistory(); });
   $('bookat-form').addEventListener('submit', (event) => { event.preventDefault(); loadBookAt(); });
+  $('hist-run').addEventListener('pointerenter', refreshRuns);
   for (const button of document.querySelectorAll('#ladder-mode button')) {
     button.addEventListener('click', () => setLadderMode(button.dataset.mode));
   }

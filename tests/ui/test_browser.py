@@ -73,6 +73,22 @@ def generated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def second_file(generated_file: Path) -> tuple[Path, Path]:
+    """Another file of the same three instruments (other prices and orders), beside the first
+    (the replay directory), and its final books as `mbo book` gives them."""
+    path = generated_file.parent / "second.dbn"
+    subprocess.run(
+        [MBO, "generate", "--instruments", "3", "--records", "30000", "--seed", "9",
+         "-o", str(path)],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    books = generated_file.parent.parent / "second-books.json"
+    with books.open("w") as out:
+        subprocess.run([MBO, "book", str(path)], check=True, stdout=out, timeout=300)
+    return path, books
+
+
 def _wait_for_address(run: subprocess.Popen[str], stderr: IO[str], log: Path) -> str:
     """The UI address `mbo run` prints on stderr once every stage is up."""
     deadline = time.monotonic() + START_TIMEOUT_S
@@ -120,7 +136,7 @@ def _pipeline(source: Path, tmp_path: Path) -> Iterator[str]:
 
 
 def test_page_follows_a_replay_and_switches_instrument(
-    generated_file: Path, tmp_path: Path
+    generated_file: Path, second_file: tuple[Path, Path], tmp_path: Path
 ) -> None:
     node, chromium = _prerequisites()
     out = tmp_path / "browser"
@@ -128,7 +144,8 @@ def test_page_follows_a_replay_and_switches_instrument(
         check = subprocess.run(
             [node, str(SCRIPT), "--url", url, "--out", str(out), "--chromium", chromium,
              "--timeout", "90", "--min-instruments", "3",
-             "--replay-file", generated_file.name],
+             "--replay-file", generated_file.name, "--second-file", second_file[0].name,
+             "--second-books", str(second_file[1])],
             capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S, cwd=UI, check=False,
         )  # fmt: skip
     lines = check.stdout.strip().splitlines()
@@ -137,7 +154,7 @@ def test_page_follows_a_replay_and_switches_instrument(
     assert check.returncode == 0, f"{summary.get('error')}\n{check.stderr[-4000:]}"
 
     assert summary["charts"] == "ready"
-    assert summary["checks"][-1] == "checkReplayControls"  # every check ran
+    assert summary["checks"][-1] == "checkSecondReplayStartsClean"  # every check ran
     assert summary["first_rows"]["asks"] > 0 and summary["first_rows"]["bids"] > 0
     assert summary["best_after"] != summary["best_before"]  # the ladder followed the replay
     assert len(summary["instruments"]) == 3
@@ -156,6 +173,10 @@ def test_page_follows_a_replay_and_switches_instrument(
     assert summary["error_banner"]["visible"] and not summary["error_banner"]["clipped"]
     assert summary["replay_states"] == ["running", "paused", "running", "stopped"]
     assert 0 < float(summary["replay_progress"]) < 1
+    # A second replay from the page, on top of the first's books: exactly its own book.
+    second = summary["second_replay"]
+    assert second["exact"] and second["levels_of_the_first_run_left"] == 0
+    assert second["levels"] > 10
     assert summary["page_errors"] == []
     screenshot = Path(summary["screenshot"])
     assert screenshot.is_file() and screenshot.stat().st_size > 10_000

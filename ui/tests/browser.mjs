@@ -12,7 +12,7 @@
 // controls start, pause, resume and stop a replay. Saves screenshot.png, ladder-every-tick.png,
 // depth-chart.png, error.png and replay.png in --out. Prints one JSON line (the summary) on
 // stdout; exits 1 on failure (after saving <out>/failure.png).
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -27,6 +27,10 @@ const { values: opts } = parseArgs({
     'min-instruments': { type: 'string', default: '2' },
     'replay-file': { type: 'string' },
     'replay-rate': { type: 'string', default: '200' },
+    // A second file for the same instruments and its final books (`mbo book` JSON): replayed from
+    // the page after the first, its ladder must be exactly its own book.
+    'second-file': { type: 'string' },
+    'second-books': { type: 'string' },
   },
 });
 const timeoutMs = Number(opts.timeout) * 1000;
@@ -422,6 +426,76 @@ async function checkReplayControls(summary) {
   summary.replay_states.push('stopped');
 }
 
+/** Units of a decimal price string (1e-9), as the page's data-units. */
+function priceUnits(text) {
+  const [whole, fraction = ''] = text.split('.');
+  return String(BigInt(whole) * 1000000000n + BigInt((fraction + '000000000').slice(0, 9)));
+}
+
+/** The ladder rows (levels mode) as [side, units, size, count], asks best last then bids. */
+function ladderLevels() {
+  return page.evaluate(() => [...document.querySelectorAll('#ladder .row[data-side]')].map((row) => {
+    const side = row.dataset.side;
+    const number = (selector) => Number((row.querySelector(selector)?.textContent || '').replace(/,/g, ''));
+    const cnt = [...row.querySelectorAll('.cnt')].map((c) => c.textContent).filter(Boolean);
+    return [side, row.dataset.units, number(side === 'ask' ? '.asksize span' : '.bidsize span'), Number(cnt[0] || 0)];
+  }));
+}
+
+/** A second replay from the page, of another file of the same instruments, after the first one
+ *  (stopped halfway, its books full of resting orders): it starts from empty books, so once it
+ *  has ended the ladder is exactly the second file's final book, no level or order of the
+ *  first, and the quality counters are the second file's own. */
+async function checkSecondReplayStartsClean(summary) {
+  if (!opts['second-file']) return;
+  const books = JSON.parse(readFileSync(opts['second-books'], 'utf8')).books;
+  await page.click('#ladder-mode button[data-mode="levels"]');
+  await page.waitForSelector('#ladder[data-mode="levels"]');
+  const shown = await page.evaluate(() => document.querySelector('#ladder').dataset.instrumentId);
+  const book = books.find((b) => String(b.instrument_id) === shown);
+  check(book, `no final book of instrument ${shown} in ${opts['second-books']}`);
+  const expected = [
+    ...book.asks.slice(0, 10).reverse().map((l) => ['ask', priceUnits(l.price), l.size, l.count]),
+    ...book.bids.slice(0, 10).map((l) => ['bid', priceUnits(l.price), l.size, l.count]),
+  ];
+  const before = await ladderLevels();
+  await page.fill('#replay-file', opts['second-file']);
+  await page.keyboard.press('Escape');
+  await page.fill('#replay-rate', '');
+  await page.fill('#replay-speed', '');
+  await page.click('#replay-start');
+  await page.waitForFunction(() => document.querySelector('#replay-state').textContent === 'finished',
+    null, { timeout: timeoutMs });
+  const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+  let shownLevels = null;
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    shownLevels = await ladderLevels();
+    if (same(shownLevels, expected)) break;
+    await page.waitForTimeout(500);
+  }
+  const firstUnits = new Set(before.map((l) => `${l[0]}${l[1]}`));
+  summary.second_replay = {
+    instrument: shown,
+    levels: shownLevels.length,
+    exact: same(shownLevels, expected),
+    levels_of_the_first_run_left: shownLevels.filter((l) => firstUnits.has(`${l[0]}${l[1]}`)
+      && !expected.some((e) => e[0] === l[0] && e[1] === l[1])).length,
+  };
+  check(summary.second_replay.exact,
+    `after the second replay the ladder is not the second file's book:\n${JSON.stringify(shownLevels)}\nexpected\n${JSON.stringify(expected)}`);
+  // The counters the page shows for the book: those of the second file alone (a leftover book
+  // of the first run would show e.g. add_existing_order climbing).
+  const counters = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#quality-rows tr[data-counter]')]
+    .map((row) => [row.dataset.counter, Number(row.querySelector('td.num').textContent.replace(/,/g, ''))])));
+  summary.second_replay.quality = counters;
+  const sorted = (o) => JSON.stringify(Object.entries(o).sort());
+  check(sorted(counters) === sorted(book.quality),
+    `quality counters ${JSON.stringify(counters)} are not the second file's ${JSON.stringify(book.quality)}`);
+  summary.second_replay_screenshot = await screenshot(summary, 'second-replay.png', page.locator('#ladder'));
+  log('second replay:', summary.second_replay);
+}
+
 // In this order: the replay check comes last (after the main screenshot), as it waits for mbo
 // run's own replay to end.
 const CHECKS = [
@@ -437,6 +511,7 @@ const CHECKS = [
   takeScreenshot,
   checkErrorBanner,
   checkReplayControls,
+  checkSecondReplayStartsClean,
 ];
 
 // --------------------------------------------------------------------------------- run
