@@ -15,8 +15,11 @@ from fastapi import Query
 from pydantic import Field
 
 from api.fastpath import MAX_INSTRUMENT, MAX_PUBLISHER
+from mbo_core.wire.layouts import MBP10_DEPTH
 
-MAX_DEPTH = 1000
+#: Levels per side a book can have here: snapshots travel as DBN MBP-10 records, so asking for
+#: more is a 422, not a silent clamp to 10.
+MAX_DEPTH = MBP10_DEPTH
 MAX_ROWS = 100_000
 
 InstrumentId = Annotated[int, Field(ge=0, le=MAX_INSTRUMENT)]
@@ -25,7 +28,11 @@ PublisherQuery = Annotated[
     Query(ge=0, le=MAX_PUBLISHER, description="Publisher id; omitted: the consolidated book if the "
           "instrument has several publishers, else its only one."),
 ]  # fmt: skip
-DepthQuery = Annotated[int, Query(ge=1, le=MAX_DEPTH, description="Levels per side.")]
+DepthQuery = Annotated[
+    int,
+    Query(ge=1, le=MAX_DEPTH, description=f"Levels per side (1-{MAX_DEPTH}: books are kept to "
+          f"{MAX_DEPTH} levels, DBN MBP-10)."),
+]  # fmt: skip
 MaxHzQuery = Annotated[
     float, Query(gt=0, le=1000, description="Most updates per second (capped by the server).")
 ]
