@@ -1,4 +1,5 @@
-"""`mbo produce FILE`: replay a DBN MBO file into the Kafka records topic (docs/producer.md)."""
+"""`mbo produce FILE`: replay a DBN MBO file into the Kafka records topic (docs/producer.md);
+`mbo produce --live ...`: stream a Databento Live session into it (docs/databento.md)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from mbo_cli.fetch import SymbolType
 from mbo_cli.output import atomic_output, progress_bar
 from mbo_core.errors import InputError
 
@@ -21,7 +23,9 @@ EXIT_BAD_INPUT = 65
 
 
 def produce(
-    file: Annotated[Path, typer.Argument(help="DBN MBO file (.dbn or .dbn.zst).")],
+    file: Annotated[
+        Path | None, typer.Argument(help="DBN MBO file (.dbn or .dbn.zst); none with --live.")
+    ] = None,
     rate: Annotated[
         float | None,
         typer.Option("--rate", help="Send R records per second, evenly, over the whole run."),
@@ -58,12 +62,91 @@ def produce(
             "a crash and the replay resumes after what the topic holds (default: a new id).",
         ),
     ] = None,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Stream a Databento Live session (--dataset, --symbols) instead of a file, "
+            "until SIGINT/SIGTERM (docs/databento.md).",
+        ),
+    ] = False,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="--live: dataset code, e.g. GLBX.MDP3.")
+    ] = None,
+    symbols: Annotated[
+        str | None,
+        typer.Option(
+            "--symbols", help="--live: comma-separated symbols: CLX5,CLZ5, CL.FUT, CL.c.0."
+        ),
+    ] = None,
+    stype_in: Annotated[
+        SymbolType, typer.Option("--stype-in", help="--live: the symbology of --symbols.")
+    ] = SymbolType.raw_symbol,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--start",
+            help="--live: replay from this time (within the last 24 hours; ISO 8601, UTC unless "
+            "it has an offset, or UNIX ns) instead of starting from a snapshot.",
+        ),
+    ] = None,
+    snapshot: Annotated[
+        bool | None,
+        typer.Option(
+            "--snapshot/--no-snapshot",
+            help="--live: start every book from the gateway's MBO snapshot (the default "
+            "without --start).",
+        ),
+    ] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            "--record",
+            help="--live: also write the raw stream to this new DBN file (.dbn.zst: zstd), "
+            "for `mbo book` and `mbo run --replay`.",
+        ),
+    ] = None,
 ) -> None:
     """Replay FILE into the records topic: chunks of whole events keyed by instrument.
+
+    With --live, stream a Databento Live session instead (key: DATABENTO_API_KEY or
+    MBO_DATABENTO__API_KEY), in the same messages, one run per connection.
 
     SIGINT/SIGTERM stop it cleanly: complete events already read are sent, the summary says
     interrupted, and the exit code is 0.
     """
+    live_options = {
+        "--dataset": dataset,
+        "--symbols": symbols,
+        "--start": start,
+        "--snapshot": snapshot,
+        "--record": record,
+    }
+    if live:
+        if file is not None:
+            raise InputError(f"give a FILE or --live, not both ({file})")
+        file_options = {
+            "--rate": rate,
+            "--speed": speed,
+            "--max": max_ or None,
+            "--loop": loop if loop != 1 else None,
+            "--replay-id": replay_id,
+        }
+        given = [name for name, value in file_options.items() if value is not None]
+        if given:
+            raise InputError(
+                f"{given[0]} is for file replays: a live session comes at the market's pace, "
+                "once, with a new replay id"
+            )
+        if dataset is None or symbols is None:
+            raise InputError("--live needs --dataset and --symbols")
+        _produce_live(dataset, symbols, stype_in, start, snapshot, record, summary, metrics_port)
+        return
+    given = [name for name, value in live_options.items() if value is not None]
+    if given:
+        raise InputError(f"{given[0]} is for --live")
+    if file is None:
+        raise InputError("give a DBN MBO FILE to replay, or --live")
     # Heavy imports (numpy first, aiokafka later) only when this command runs, and bad
     # options fail before the Kafka client is even imported.
     from producer.pacing import Pacing  # noqa: PLC0415
@@ -109,6 +192,49 @@ def produce(
             # unlike a Kafka failure; a distinct code tells a supervisor so (mbo run).
             print(f"mbo: error: {exc}", file=sys.stderr)
             sys.exit(EXIT_BAD_INPUT)
+    if summary is not None:
+        with atomic_output(summary) as out:
+            assert out is not None
+            json.dump(result.to_json(), out, indent=1)
+            out.write("\n")
+    print(f"mbo produce: {result.line()}", file=sys.stderr)
+
+
+def _produce_live(
+    dataset: str,
+    symbols: str,
+    stype_in: SymbolType,
+    start: str | None,
+    snapshot: bool | None,
+    record: Path | None,
+    summary: Path | None,
+    metrics_port: int | None,
+) -> None:
+    """`mbo produce --live`: checked before anything connects, then the session until a signal
+    (exit 0) or an error of the gateway (one line, exit 2)."""
+    from mbo_core.databento.live import LiveRequest  # noqa: PLC0415
+
+    request = LiveRequest.of(dataset, symbols, stype_in.value, start, snapshot)
+    if metrics_port is not None and not 0 <= metrics_port <= 65535:
+        raise InputError(f"--metrics-port must be 0 (off) or a port number, not {metrics_port}")
+    if record is not None and record.exists():
+        raise InputError(f"{record}: exists; --record writes a new file")
+
+    from mbo_core.logs import configure_logging  # noqa: PLC0415
+    from mbo_core.settings import load_settings  # noqa: PLC0415
+    from producer.app import start_metrics  # noqa: PLC0415
+    from producer.live import run_live  # noqa: PLC0415
+
+    settings = load_settings()
+    configure_logging(settings.log, "producer")
+    start_metrics(settings, metrics_port)
+    key = settings.databento.api_key
+    result = run_live(
+        settings,
+        request,
+        key=key.get_secret_value() if key is not None else None,
+        record=record,
+    )
     if summary is not None:
         with atomic_output(summary) as out:
             assert out is not None

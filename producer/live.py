@@ -103,7 +103,8 @@ class LiveSummary:
         connections = f"{self.connections} connection{'' if self.connections == 1 else 's'}"
         tails = ""
         if self.unterminated_records:
-            tails = f", {self.unterminated_records:,} records of unclosed events sent as tails"
+            n = self.unterminated_records
+            tails = f", {n:,} record{'' if n == 1 else 's'} of unclosed events sent as tails"
         return (
             f"{state}: {self.records_received:,} records received in {connections} ({gaps}), "
             f"{self.records_sent:,} sent in {self.messages:,} messages to {self.topic} in "
