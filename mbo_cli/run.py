@@ -12,6 +12,13 @@ data (every topic, message and committed offset survives); the stages' clients r
 producer's idempotent retries write each batch once. A stage that keeps dying is restarted with
 backoff until the run gives up (mbo_cli.supervisor).
 
+The source is a DBN file (--replay FILE), Databento's Historical API (--historical: the request is
+fetched into the download cache as `mbo fetch` does, with the same cost limit and --yes, then its
+file is replayed exactly as --replay replays one) or Databento's Live API (--live: the producer is
+`mbo produce --live`; the run serves until SIGINT/SIGTERM, which stops the live session first,
+then waits until everything it received is in ClickHouse, writes the report and exits 0). The key
+is checked with the Live gateway before anything starts (docs/databento.md).
+
 --until-drained waits until every record is reflected everywhere: the producer finished, both
 consumer groups have committed the end of the records topic, and the sink has committed the end
 of the BBO and snapshot topics (end offsets read twice alike). Then it stops
@@ -37,6 +44,7 @@ from typing import Annotated, Any
 
 import typer
 
+from mbo_cli.fetch import SymbolType
 from mbo_cli.produce import EXIT_BAD_INPUT
 from mbo_cli.progress import RunProgress
 from mbo_cli.supervisor import Supervisor, mbo_command
@@ -50,7 +58,7 @@ OFFSETS_WAIT_S = 3.0
 
 
 def run(
-    replay: Annotated[Path, typer.Option("--replay", help="DBN MBO file to replay.")],
+    replay: Annotated[Path | None, typer.Option("--replay", help="DBN MBO file to replay.")] = None,
     rate: Annotated[
         float | None, typer.Option("--rate", help="Replay at this many records/s.")
     ] = None,
@@ -85,8 +93,67 @@ def run(
             "the embedded ClickHouse data and the processors' state (needed when it holds rows).",
         ),
     ] = False,
+    historical: Annotated[
+        bool,
+        typer.Option(
+            "--historical",
+            help="Fetch --dataset/--symbols/--start/--end from Databento's Historical API (as "
+            "`mbo fetch`: cost limit, --yes, cache), then replay it as --replay does.",
+        ),
+    ] = False,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live",
+            help="Stream --dataset/--symbols from Databento's Live API until Ctrl-C, then drain "
+            "and report.",
+        ),
+    ] = False,
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Databento dataset code, e.g. GLBX.MDP3.")
+    ] = None,
+    symbols: Annotated[
+        str | None,
+        typer.Option("--symbols", help="Comma-separated symbols: CLX5,CLZ5, CL.FUT, CL.c.0."),
+    ] = None,
+    stype_in: Annotated[
+        SymbolType, typer.Option("--stype-in", help="The symbology of --symbols.")
+    ] = SymbolType.raw_symbol,
+    start: Annotated[
+        str | None,
+        typer.Option(
+            "--start",
+            help="--historical: inclusive start; --live: replay from this time (last 24 h) "
+            "instead of a snapshot. ISO 8601 (UTC unless it has an offset) or UNIX ns.",
+        ),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option("--end", help="--historical: exclusive end, as --start.")
+    ] = None,
+    snapshot: Annotated[
+        bool | None,
+        typer.Option(
+            "--snapshot/--no-snapshot",
+            help="--live: start the books from the gateway's MBO snapshot (default without "
+            "--start).",
+        ),
+    ] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            "--record", help="--live: also write the raw stream to this new DBN file (.dbn.zst)."
+        ),
+    ] = None,
+    yes: Annotated[
+        bool,
+        typer.Option("--yes", "-y", help="--historical: pay for a request above the cost limit."),
+    ] = False,
+    cost_limit: Annotated[
+        float | None,
+        typer.Option("--cost-limit", min=0, help="--historical: cost limit in USD for this run."),
+    ] = None,
 ) -> None:
-    """Replay FILE through Kafka, the book processors and ClickHouse."""
+    """Replay FILE (or Databento data) through Kafka, the book processors and ClickHouse."""
     from mbo_core.dbn import open_mbo  # noqa: PLC0415
     from mbo_core.logs import configure_logging  # noqa: PLC0415
     from mbo_core.settings import load_settings  # noqa: PLC0415
@@ -96,10 +163,16 @@ def run(
     overrides: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
     settings = load_settings(**overrides)
     configure_logging(settings.log, "run")
+    file_only = {"--rate": rate, "--speed": speed, "--max": max_ or None,
+                 "--loop": loop if loop != 1 else None}  # fmt: skip
+    replay, live_args = _source(
+        settings, replay, historical, live, dataset, symbols, stype_in, start, end, snapshot,
+        record, yes, cost_limit, [name for name, value in file_only.items() if value is not None],
+    )  # fmt: skip
     # Bad input fails here, in one line, before anything starts: the whole file is read once
     # (0.23 CPU-s for 2M records), so a truncated or corrupt body is found now, not by the
     # producer seconds into a started pipeline.
-    per_copy = sum(len(batch) for batch in open_mbo(replay).batches())
+    per_copy = sum(len(batch) for batch in open_mbo(replay).batches()) if replay else 0
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if fresh and settings.chdb_dir is None:
         raise InputError(
@@ -129,7 +202,7 @@ def run(
         supervisor = Supervisor(run_dir=run_dir, env=env, broker=local_broker)
         stack.callback(supervisor.stop_all)
         ports = _start_stages(
-            supervisor, settings, replay, rate, speed, loop, workers, run_dir, stop
+            supervisor, settings, replay, rate, speed, loop, workers, run_dir, stop, live_args
         )
         print(
             f"mbo run: broker {bootstrap}, ClickHouse {settings.clickhouse_url}, "
@@ -138,11 +211,14 @@ def run(
             f"(API docs at /docs)",
             file=sys.stderr,
         )
-        progress = _progress(settings, ports, per_copy * loop)
-        if not until_drained:
+        progress = _progress(settings, ports, per_copy * loop if replay else None)
+        if live_args is not None:
+            figures = _serve_live(supervisor, settings, ports, stop, timeout, progress)
+        elif not until_drained:
             _serve_until_stopped(supervisor, settings, stop, progress)
             return
-        figures = _drain_and_report(supervisor, settings, ports, stop, timeout, progress)
+        else:
+            figures = _drain_and_report(supervisor, settings, ports, stop, timeout, progress)
         _say_dead_letters(figures["dead_letters"], settings.topics.dead_letter.name)
         replay_error = supervisor.children["producer"].error
         if replay_error is not None:
@@ -159,8 +235,139 @@ def run(
         )
 
 
+def _source(
+    settings: Any,
+    replay: Path | None,
+    historical: bool,
+    live: bool,
+    dataset: str | None,
+    symbols: str | None,
+    stype_in: SymbolType,
+    start: str | None,
+    end: str | None,
+    snapshot: bool | None,
+    record: Path | None,
+    yes: bool,
+    cost_limit: float | None,
+    file_options: list[str],
+) -> tuple[Path | None, list[str] | None]:
+    """The file to replay (--replay, or --historical's, fetched now) or the arguments of the live
+    producer (--live, its key checked with the gateway now); InputError or DatabentoError (one
+    line) before anything starts."""
+    chosen = [name for name, on in (("--replay", replay is not None), ("--historical", historical),
+                                    ("--live", live)) if on]  # fmt: skip
+    if len(chosen) != 1:
+        raise InputError(
+            "choose the source: --replay FILE, --historical or --live"
+            + (f", not {' and '.join(chosen)}" if chosen else "")
+        )
+    databento = {"--dataset": dataset, "--symbols": symbols, "--start": start}
+    only: dict[str, dict[str, object]] = {
+        "--historical": {"--end": end, "--yes": yes or None, "--cost-limit": cost_limit},
+        "--live": {"--snapshot": snapshot, "--record": record},
+    }
+    for source, options in only.items():
+        given = [name for name, value in options.items() if value is not None]
+        if given and source != chosen[0]:
+            raise InputError(f"{given[0]} is for {source}")
+    if replay is not None:
+        given = [name for name, value in databento.items() if value is not None]
+        if given:
+            raise InputError(f"{given[0]} is for --historical and --live")
+        return replay, None
+    if dataset is None or symbols is None:
+        raise InputError(f"{chosen[0]} needs --dataset and --symbols")
+    if historical:
+        if start is None or end is None:
+            raise InputError("--historical needs --start and --end")
+        return _fetch(settings, dataset, symbols, stype_in, start, end, yes, cost_limit), None
+    if file_options:
+        raise InputError(f"{file_options[0]} is for file replays: a live session comes at the "
+                         "market's pace, once")  # fmt: skip
+    return None, _check_live(settings, dataset, symbols, stype_in, start, snapshot, record)
+
+
+def _fetch(
+    settings: Any,
+    dataset: str,
+    symbols: str,
+    stype_in: SymbolType,
+    start: str,
+    end: str,
+    yes: bool,
+    cost_limit: float | None,
+) -> Path:
+    """The request's file in the download cache: fetched (and paid for) as `mbo fetch` does."""
+    from mbo_cli.fetch import _DownloadBar  # noqa: PLC0415
+    from mbo_core.databento.historical import DownloadCache, RangeRequest, usd  # noqa: PLC0415
+    from mbo_core.databento.historical import fetch as fetch_range  # noqa: PLC0415
+
+    def notice(line: str) -> None:
+        print(f"mbo run: {line}", file=sys.stderr, flush=True)
+
+    request = RangeRequest.of(dataset, symbols, stype_in.value, start, end)
+    key = settings.databento.api_key
+    bar = _DownloadBar(f"fetch {request.dataset}")
+    try:
+        fetched = fetch_range(
+            request,
+            cache=DownloadCache(settings.databento_cache_dir),
+            key=key.get_secret_value() if key is not None else None,
+            gateway=settings.databento.historical_gateway,
+            cost_limit_usd=settings.databento.cost_limit_usd if cost_limit is None else cost_limit,
+            confirmed=yes,
+            notice=notice,
+            progress=bar.advance,
+        )
+    finally:
+        bar.close()
+    cached = fetched.file
+    if fetched.from_cache:
+        paid = f" for {usd(cached.cost_usd)}" if cached.cost_usd is not None else ""
+        notice(f"served from cache (fetched {cached.fetched_at}{paid}): {cached.path}")
+    else:
+        notice(f"fetched {cached.size:,} bytes, {cached.records:,} records -> {cached.path}")
+    return cached.path
+
+
+def _check_live(
+    settings: Any,
+    dataset: str,
+    symbols: str,
+    stype_in: SymbolType,
+    start: str | None,
+    snapshot: bool | None,
+    record: Path | None,
+) -> list[str]:
+    """The live producer's arguments, once the gateway accepted the key and the dataset (a
+    connection that authenticates and leaves: no subscription, no data)."""
+    from mbo_core.databento.live import LiveRequest, check_access  # noqa: PLC0415
+
+    request = LiveRequest.of(dataset, symbols, stype_in.value, start, snapshot)
+    if record is not None and record.exists():
+        raise InputError(f"{record}: exists; --record writes a new file")
+    key = settings.databento.api_key
+    asyncio.run(
+        check_access(
+            request,
+            key=key.get_secret_value() if key is not None else None,
+            gateway=settings.databento.live_gateway,
+            port=settings.databento.live_port,
+        )
+    )
+    args = ["--dataset", request.dataset, "--symbols", ",".join(request.symbols),
+            "--stype-in", request.stype_in]  # fmt: skip
+    if request.start is not None:
+        args += ["--start", str(request.start)]
+    else:
+        args.append("--snapshot" if request.snapshot else "--no-snapshot")
+    if record is not None:
+        args += ["--record", str(record.resolve())]
+    return args
+
+
 def _stage_environment(
-    settings: Any, bootstrap: str, replay: Path, *, until_drained: bool
+    settings: Any, bootstrap: str, replay: Path | None, *, until_drained: bool
 ) -> dict[str, str]:
     """The environment every stage starts with: this run's broker, data dir and ClickHouse."""
     latency_dir = run_latency_dir(settings.data_dir / "run")
@@ -175,13 +382,13 @@ def _stage_environment(
         # The processors write down each publication's stamps for the report (16 bytes a
         # message: not for a run that serves until Ctrl-C, which writes no report).
         env["MBO_PIPELINE__LATENCY_LOG_DIR"] = str(latency_dir)
-    if settings.api.replay_dir is None:
+    if settings.api.replay_dir is None and replay is not None:
         # The UI's replay control may replay the files beside the one given here.
         env["MBO_API__REPLAY_DIR"] = str(replay.resolve().parent)
     return env
 
 
-def _progress(settings: Any, ports: dict[str, int], total: int) -> RunProgress:
+def _progress(settings: Any, ports: dict[str, int], total: int | None) -> RunProgress:
     # With chDB the sink runs inside the API process, whose /metrics is the API's.
     sink_host = settings.api.host if ports["sink"] == ports["api"] else settings.metrics.host
     return RunProgress(settings.metrics.host, ports, sink_host, total)
@@ -280,13 +487,14 @@ async def _ensure_topics(settings: Any) -> None:
 def _start_stages(
     supervisor: Supervisor,
     settings: Any,
-    replay: Path,
+    replay: Path | None,
     rate: float | None,
     speed: float | None,
     loop: int,
     workers: int,
     run_dir: Path,
     stop: list[int],
+    live_args: list[str] | None = None,
 ) -> dict[str, int]:
     from mbo_core.kafka.probes import free_port  # noqa: PLC0415
 
@@ -309,6 +517,20 @@ def _start_stages(
     # Records sent before the consumers have joined would wait for them and measure start-up,
     # not the pipeline.
     _wait_consumers_ready(supervisor, settings, workers, stop)
+    if live_args is not None:
+        # A live producer that dies is started again: a new session, a new run, from a
+        # snapshot. One that exits 2 (the gateway refused: key, symbol, dataset) is not.
+        supervisor.start(
+            "producer",
+            ["produce", "--live", *live_args, "--summary", str(run_dir / "producer.json"),
+             "--metrics-port", str(ports["producer"])],
+            restart=True,
+            one_shot=True,
+            final_codes=frozenset({2, EXIT_BAD_INPUT}),
+        )  # fmt: skip
+        (run_dir / "ports.json").write_text(json.dumps(ports))
+        return ports
+    assert replay is not None
     pace = ["--rate", str(rate)] if rate else ["--speed", str(speed)] if speed else ["--max"]
     # One id for the run's replay: a producer restarted after it died resumes the same replay
     # after what the records topic holds (producer/resume.py), so each record is there once.
@@ -381,11 +603,46 @@ def _say_drained(supervisor: Supervisor, progress: RunProgress) -> None:
     progress.clear()
     if supervisor.children["producer"].error is not None:
         return  # said on its own: a partial load
+    if progress.total is None:  # a live session: as many records as it received
+        sent = _producer_summary(supervisor.run_dir).get("records_sent")
+        count = f"{sent:,} records" if isinstance(sent, int) else "what it received"
+        print(f"mbo run: live session stopped: {count} sent; everything is in ClickHouse",
+              file=sys.stderr)  # fmt: skip
+        return
     print(
         f"mbo run: replay finished: {progress.total or 0:,} records replayed; everything is in "
         "ClickHouse",
         file=sys.stderr,
     )
+
+
+def _serve_live(
+    supervisor: Supervisor,
+    settings: Any,
+    ports: dict[str, int],
+    stop: list[int],
+    timeout: float,
+    progress: RunProgress,
+) -> dict[str, Any]:
+    """Until SIGINT/SIGTERM: the live session streams, with the progress line. Then the producer
+    stops first (it sends everything it received and the end-of-stream markers), the pipeline
+    drains, the stages stop and the run's figures are returned. A session the gateway ended (an
+    error, no reconnection possible) ends the run with the gateway's line (exit 2)."""
+    print("mbo run: live; Ctrl-C stops the session, then waits until everything it received is "
+          "in ClickHouse (a second Ctrl-C stops at once)", file=sys.stderr)  # fmt: skip
+    producer = supervisor.children["producer"]
+    while not stop and not producer.finished:
+        supervisor.check()
+        progress.update()
+        time.sleep(0.5)
+    progress.clear()
+    if producer.error is not None:
+        raise InputError(producer.error)
+    if stop:
+        print("mbo run: stopping the live session", file=sys.stderr)
+        stop.clear()
+        supervisor.stop("producer")
+    return _drain_and_report(supervisor, settings, ports, stop, timeout, progress)
 
 
 def _serve_until_stopped(
@@ -521,6 +778,14 @@ class _BrokerWatch:
                 f"the Kafka broker at {self.bootstrap} has not answered for {away:.0f} s: no "
                 "stage can make progress (is it running? see MBO_KAFKA__BOOTSTRAP_SERVERS)"
             )
+
+
+def _producer_summary(run_dir: Path) -> dict[str, Any]:
+    try:
+        summary = json.loads((run_dir / "producer.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
 
 
 def _scrape(host: str, port: int) -> str:
