@@ -35,7 +35,7 @@ from api.middleware import RequestGuard, RequestMetrics
 from api.params import MAX_DEPTH, ParamError
 from api.replay_control import FileReplay, ReplayController, ReplayRefusedError
 from api.responses import error_response, json_response
-from api.routers import books, health, history, live, replay_control, sql
+from api.routers import books, health, history, live, replay_control, sql, symbols
 from api.routers.docs import add_docs
 from api.sink_host import SinkRunner, run_sink_in_process
 from api.state import LiveState, consume_live
@@ -122,7 +122,7 @@ def create_app(
     app.add_middleware(RequestGuard, hosts=hosts, origins=OriginPolicy(origins))
     app.add_middleware(RequestMetrics)
     _add_error_handlers(app)
-    for surface in (books, history, live, replay_control, sql, health):
+    for surface in (books, history, symbols, live, replay_control, sql, health):
         app.include_router(surface.router)
     add_docs(app)
     _serve_ui(app, settings)

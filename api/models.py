@@ -99,6 +99,33 @@ class Runs(_Model):
     runs: list[RunSummary]
 
 
+class SymbolMapping(_Model):
+    """One symbol-instrument pair and the event-time interval it was seen over."""
+
+    symbol: str
+    instrument_id: int
+    valid_from: Ns
+    valid_from_iso: Iso
+    valid_to: Ns
+    valid_to_iso: Iso
+    records: int = Field(ge=0, description="MBO records stored with it.")
+
+
+class Symbology(_Model):
+    """Every mapping ClickHouse holds, by symbol, newest first."""
+
+    mappings: list[SymbolMapping]
+
+
+class SymbolMappings(_Model):
+    """What a symbol names: its current instrument (the one /v1/symbols/{symbol}/... routes
+    redirect to) and its mappings, newest first (empty when only the live view knows it)."""
+
+    symbol: str
+    instrument_id: int
+    mappings: list[SymbolMapping]
+
+
 class Book(_Model):
     """A book: the levels of both sides, best first (the book JSON of mbo_core/schemas.py with
     the ISO siblings of its times)."""

@@ -949,7 +949,9 @@ async function refreshInstruments() {
   }
   if (state.instrumentId === null && list.length) {
     const wanted = new URLSearchParams(location.hash.slice(1)).get('instrument');
-    const first = list.find((item) => String(item.instrument_id) === wanted) || list[0];
+    // #instrument= takes an id or a symbol (#instrument=CLX5).
+    const first = list.find((item) => String(item.instrument_id) === wanted)
+      || list.find((item) => item.symbol && item.symbol === wanted) || list[0];
     select.value = String(first.instrument_id);
     selectInstrument(String(first.instrument_id));
   }

@@ -662,6 +662,26 @@ def _openapi_paths(base: str) -> list[str]:
     return _SCHEMA_PATHS
 
 
+def test_symbols_name_instruments(client: httpx.Client) -> None:
+    """ClickHouse's symbology holds CLX5's mapping; every instrument route answers by symbol
+    too (a redirect to the instrument's), a symbol nobody carries is a 404."""
+    (mapping,) = client.get("/v1/symbology").json()["mappings"]
+    assert (mapping["symbol"], mapping["instrument_id"]) == ("CLX5", CLX5_ID)
+    assert mapping["valid_from_iso"] == "2025-09-24T19:30:00.000860311Z"
+    assert mapping["records"] >= 38_212
+    named = client.get("/v1/symbols/CLX5").json()
+    assert named["instrument_id"] == CLX5_ID and named["mappings"] == [mapping]
+    moved = client.get("/v1/symbols/CLX5/book", params={"depth": 3})
+    assert moved.status_code == 307
+    assert moved.headers["location"] == f"/v1/instruments/{CLX5_ID}/book?depth=3"
+    followed = client.get("/v1/symbols/CLX5/book", params={"depth": 3}, follow_redirects=True)
+    assert followed.json() == client.get(f"/v1/instruments/{CLX5_ID}/book",
+                                         params={"depth": 3}).json()  # fmt: skip
+    for path in ("/v1/symbols/NOPE", "/v1/symbols/NOPE/book"):
+        missing = client.get(path)
+        assert missing.status_code == 404 and "unknown symbol" in missing.json()["detail"]
+
+
 def test_a_second_replay_is_a_run_of_its_own(served: Served, final_book: dict[str, Any]) -> None:
     """Last in this module (it replays CLX5 again): the second replay's books start empty, the
     history routes read it alone by default, and the first stays readable by its id."""
