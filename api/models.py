@@ -382,36 +382,29 @@ def asyncapi() -> dict[str, Any]:
     # After a change: 2 lots fewer at the best bid.
     smaller = {**_LEVEL, "size": 10}
     later = {"book": {**_EXAMPLE_BOOK, "bids": [smaller]}, "bbo": {**_EXAMPLE_BBO, "bid": smaller}}
+
+    def message(model: type[BaseModel], *examples: tuple[str, Any]) -> dict[str, Any]:
+        name = model.__name__.removeprefix("Live").lower()
+        return {
+            "name": name,
+            "title": name.capitalize(),
+            "summary": model.__doc__,
+            "payload": {"$ref": f"#/components/schemas/{model.__name__}"},
+            "examples": [{"name": n, "payload": payload} for n, payload in examples],
+        }
+
     messages = {
-        "snapshot": {
-            "name": "snapshot",
-            "title": "Snapshot",
-            "summary": LiveSnapshot.__doc__,
-            "payload": {"$ref": "#/components/schemas/LiveSnapshot"},
-            "examples": [{"name": "snapshot", "payload": {"type": "snapshot", **state}}],
-        },
-        "update": {
-            "name": "update",
-            "title": "Update",
-            "summary": LiveUpdate.__doc__,
-            "payload": {"$ref": "#/components/schemas/LiveUpdate"},
-            "examples": [{"name": "update", "payload": {"type": "update", **later}}],
-        },
+        "snapshot": message(LiveSnapshot, ("snapshot", {"type": "snapshot", **state})),
+        "update": message(LiveUpdate, ("update", {"type": "update", **later})),
         "error": {
-            "name": "error",
-            "title": "Error",
-            "summary": LiveError.__doc__,
-            "payload": {"$ref": "#/components/schemas/LiveError"},
-            "examples": [
-                {"name": "token", "payload": _error(401, WS_TOKEN)},
-                {"name": "unknown-instrument", "payload": _error(404, "unknown instrument 1")},
-                {
-                    "name": "unknown-publisher",
-                    "payload": _error(404, "instrument 432669 has no publisher 7"),
-                },
-                {"name": "not-a-number", "payload": _error(422, WS_NOT_NUMBERS)},
-                {"name": "out-of-range", "payload": _error(422, WS_OUT_OF_RANGE)},
-            ],
+            **message(
+                LiveError,
+                ("token", _error(401, WS_TOKEN)),
+                ("unknown-instrument", _error(404, "unknown instrument 1")),
+                ("unknown-publisher", _error(404, "instrument 432669 has no publisher 7")),
+                ("not-a-number", _error(422, WS_NOT_NUMBERS)),
+                ("out-of-range", _error(422, WS_OUT_OF_RANGE)),
+            ),
             "x-close-codes": {
                 code: f"after an error of status {status}"
                 for status, code in WS_CLOSE_CODES.items()
