@@ -572,7 +572,7 @@ class LiveFeed:
         self._empty_streak = self._empty_streak + 1 if previous.records == 0 else 0
         failures = self._empty_streak
         last = "the connections brought no record"
-        while failures <= RECONNECT_ATTEMPTS:
+        while failures < RECONNECT_ATTEMPTS:
             if failures:
                 delay = min(RECONNECT_FIRST_S * 2 ** (failures - 1), RECONNECT_MAX_S)
                 with contextlib.suppress(TimeoutError):
