@@ -35,6 +35,7 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
+from api import models
 from api.dependencies import require_token
 from api.params import ParamError
 from api.responses import errors
@@ -287,7 +288,9 @@ def parameter_text(value: str | int | float | bool) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-@router.post("/sql", summary="Run a read-only SQL query on ClickHouse")
+@router.post(
+    "/sql", summary="Run a read-only SQL query on ClickHouse", response_model=models.SqlResult
+)
 async def sql(request: Request, body: Annotated[SqlRequest, Body()]) -> Response:
     """Runs `query` read-only (ClickHouse's `readonly=1`: no writes, DDL, SET or file and URL
     table functions) within at most 10 s, 100,000 result rows, 256 MiB of result and 1 GiB of
