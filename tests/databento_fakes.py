@@ -283,7 +283,8 @@ class LivePlan:
       like a gateway with nothing more to send;
     - "close": a clean close (FIN) straight after the last record: a drop that loses nothing
       the gateway wrote;
-    - "reset": a TCP reset (SO_LINGER 0): a drop that may lose what the client had not read.
+    - "reset": a TCP reset (SO_LINGER 0): a drop that may lose what the client had not read;
+    - "silent": nothing more, not even heartbeats, until the client leaves (a stalled gateway).
     """
 
     records: Any  # np.ndarray of mbo_core.records.MBO_DTYPE
@@ -553,6 +554,8 @@ class _LiveHandler(socketserver.BaseRequestHandler):
             readable, _, _ = select.select([sock], [], [], self.gateway.heartbeat_s)
             if readable and not sock.recv(65536):
                 return  # the client closed its side
+            if plan.end == "silent":
+                continue
             sock.sendall(
                 bytes(
                     dbn.SystemMsg(

@@ -12,8 +12,9 @@ connection, the CRAM authentication, the subscription and the DBN decoding on it
   gateway that cannot be reached, raises DatabentoError: one line, never the key.
 - `start()` starts the stream. Records arrive on the client's thread and are kept, raw, per
   connection, until `take()` hands them over in order, as `Segment`s of MBO records.
-- A connection that ends without being asked to (dropped, reset, closed by the gateway, the
-  client's heartbeat timeout, or an ErrorMsg saying records were skipped) is a **gap**: logged,
+- A connection that ends without being asked to (dropped, reset, closed by the gateway, silent
+  for longer than the heartbeat interval plus SILENCE_MARGIN_S, or an ErrorMsg saying records
+  were skipped) is a **gap**: logged,
   counted in `mbo_live_gaps_total{reason}`, and followed at once by a new connection that
   subscribes again with a snapshot. Its records are `Segment`s of the next connection number:
   the caller makes each connection a run of its own, whose books start empty and are rebuilt
@@ -79,6 +80,13 @@ RECONNECT_MAX_S: Final = 30.0
 RECONNECT_ATTEMPTS: Final = 10
 #: How long `stop()` waits for the gateway to close the connection before aborting it.
 STOP_WAIT_S: Final = 2.0
+#: The gateway sends a heartbeat after this long without data (the client's default, 30 s).
+HEARTBEAT_S: Final = 30
+#: A connection silent for the heartbeat interval plus this is closed as a gap. The client's own
+#: monitor would give up 10 s after the interval, but it leaves the socket open.
+SILENCE_MARGIN_S = 5.0
+#: How often the watcher looks at a connection's silence.
+WATCH_EVERY_S: Final = 1.0
 #: The pre-flight check's limits (the client's own: 10 s to connect, 30 s to authenticate).
 CONNECT_TIMEOUT_S: Final = 10.0
 AUTH_TIMEOUT_S: Final = 30.0
@@ -194,7 +202,9 @@ class _Connection:
         self.heartbeats = 0
         self.system_messages = 0
         self.fatal: list[str] = []  # ErrorMsg texts that end the session
-        self.cut: str | None = None  # why this connection ends with a gap (records skipped)
+        #: Why this connection ends with a gap that the client would not see: (reason, text).
+        self.cut: tuple[str, str] | None = None
+        self.last_seen = time.monotonic()  # when a record (any) last arrived
         self.closed = False  # over: no record arrives any more (set by the feed's watcher)
         self.opened_at = time.monotonic()
         self.client: databento.Live | None = None
@@ -211,7 +221,12 @@ class _Connection:
         feed = self._feed
         request = feed.request
         try:
-            client = databento.Live(key=feed.key, gateway=feed.gateway, port=feed.port)
+            client = databento.Live(
+                key=feed.key,
+                gateway=feed.gateway,
+                port=feed.port,
+                heartbeat_interval_s=feed.heartbeat_s,
+            )
             client.add_callback(self._on_record)
         except ValueError as exc:
             raise DatabentoError(feed.scrub(f"Databento Live client: {_one_line(exc)}")) from None
@@ -231,6 +246,7 @@ class _Connection:
 
     def start(self) -> None:
         assert self.client is not None
+        self.last_seen = time.monotonic()
         self.client.start()
 
     def stop(self) -> None:
@@ -273,6 +289,7 @@ class _Connection:
             self._loop.call_soon_threadsafe(self.flagged.set)
 
     def _keep(self, record: Any) -> None:
+        self.last_seen = time.monotonic()
         flag = False
         with self._lock:
             if (self.fatal or self.cut) and not isinstance(record, databento_dbn.ErrorMsg):
@@ -301,7 +318,7 @@ class _Connection:
                 text = str(record.err)
                 self._notes.append((logging.ERROR, f"gateway error ({record.code}): {text}"))
                 if code == _SKIPPED_RECORDS:
-                    self.cut = f"the gateway skipped records: {text}"
+                    self.cut = ("skipped", f"the gateway skipped records: {text}")
                 elif code == _SYMBOL_RESOLUTION_FAILED or not self.fatal:
                     self.fatal.append(text)
                 flag = True
@@ -378,10 +395,12 @@ class LiveFeed:
         gateway: str | None,
         port: int,
         record: Path | None = None,
+        heartbeat_s: int = HEARTBEAT_S,
     ) -> None:
         if not key or not key.strip():
             raise DatabentoError(f"no Databento API key: {KEY_HINT}")
         self.request = request
+        self.heartbeat_s = heartbeat_s
         self.key = key.strip()
         self.gateway = gateway
         self.port = port
@@ -534,10 +553,20 @@ class LiveFeed:
     async def _until_over(self, connection: _Connection) -> BaseException | None:
         closed = asyncio.ensure_future(connection.wait_closed())
         flagged = asyncio.ensure_future(connection.flagged.wait())
+        silence = self.heartbeat_s + SILENCE_MARGIN_S
         try:
-            await asyncio.wait({closed, flagged}, return_when=asyncio.FIRST_COMPLETED)
+            while True:
+                done, _ = await asyncio.wait(
+                    {closed, flagged}, timeout=WATCH_EVERY_S, return_when=asyncio.FIRST_COMPLETED
+                )
+                if done:
+                    break
+                silent = time.monotonic() - connection.last_seen
+                if silent > silence:
+                    connection.cut = ("timeout", f"nothing received for {silent:.0f} s")
+                    break
             if not closed.done():
-                connection.stop()  # a fatal error or skipped records: we leave
+                connection.stop()  # a fatal error, skipped records or silence: we leave
                 done, _ = await asyncio.wait({closed}, timeout=STOP_WAIT_S)
                 if not done:
                     connection.terminate()
@@ -547,7 +576,7 @@ class LiveFeed:
 
     def _gap(self, connection: _Connection, outcome: BaseException | None) -> None:
         if connection.cut is not None:
-            reason, why = "skipped", connection.cut
+            reason, why = connection.cut
         elif outcome is None:
             reason, why = "closed", "the gateway closed the connection"
         elif "timeout" in str(outcome).lower():

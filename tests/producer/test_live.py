@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from prometheus_client import REGISTRY
 
+from mbo_core.databento import live as live_module
 from mbo_core.databento.historical import DatabentoError
 from mbo_core.databento.live import LiveFeed, LiveRequest
 from mbo_core.dbn import open_mbo
@@ -25,7 +26,7 @@ from mbo_core.wire import decode_records
 from producer.chunking import F_LAST
 from producer.live import LiveSummary, live_replay_id, produce_live
 from tests.conftest import make_settings
-from tests.databento_fakes import CLX5_ID, FakeLive, LivePlan, mbo_snapshot
+from tests.databento_fakes import CLX5_ID, FakeLive, LiveConnection, LivePlan, mbo_snapshot
 from tests.paths import CLX5
 from tests.producer.reading import Message, check_chunks, file_records, read_topic
 
@@ -209,6 +210,41 @@ def test_a_dropped_connection_is_a_gap_and_the_next_one_a_new_run_from_a_snapsho
     assert b"".join(m.value for m in chunks2) == second.tobytes()
     assert marker.end_of_stream
     assert summary.records_received == len(got1) + len(second) == summary.records_sent
+
+
+def test_a_silent_connection_is_a_gap_too(
+    records: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No record and no heartbeat for the heartbeat interval and a margin: the connection is
+    closed (the client's own monitor would leave its socket open) and made again."""
+    monkeypatch.setattr(live_module, "SILENCE_MARGIN_S", 0.5)
+    before = gaps("timeout")
+
+    async def main() -> tuple[dict[int, int], list[LiveConnection]]:
+        plans = (LivePlan(records[:500], end="silent"), LivePlan(records[500:1000]))
+        with gateway(*plans) as fake:
+            feed = LiveFeed(LiveRequest.of("GLBX.MDP3", "CLX5"), key=KEY, gateway="127.0.0.1",
+                            port=fake.port, heartbeat_s=5)  # fmt: skip
+            got: dict[int, int] = {}
+            try:
+                await feed.open()
+                feed.start()
+                deadline = time.monotonic() + 20
+                while sum(got.values()) < 1000:
+                    assert time.monotonic() < deadline, got
+                    for segment in feed.take():
+                        got[segment.connection] = got.get(segment.connection, 0)
+                        got[segment.connection] += len(segment.records)
+                    await asyncio.sleep(0.05)
+            finally:
+                await feed.close()
+            assert feed.gaps == 1 and feed.failure is None
+            return got, fake.started()
+
+    got, started = asyncio.run(main())
+    assert got == {1: 500, 2: 500}
+    assert [c.auth.heartbeat_interval_s for c in started] == ["5", "5"]
+    assert gaps("timeout") == before + 1
 
 
 @pytest.mark.integration
