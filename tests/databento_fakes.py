@@ -364,6 +364,7 @@ class FakeLive:
         self._stopping.set()
         if self._server is not None:
             self._server.shutdown()
+            self._server.socket.close()  # refuse new connections from here on
             with self._lock:
                 sockets = list(self._sockets)
             for sock in sockets:

@@ -46,7 +46,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
@@ -172,6 +172,33 @@ class GatewayUnreachableError(DatabentoError):
 def _one_line(message: object) -> str:
     lines = [line.strip() for line in str(message).splitlines() if line.strip()]
     return ": ".join(lines) or type(message).__name__
+
+
+async def _in_daemon_thread(work: Callable[[], None]) -> None:
+    """`work()` (blocking: connect, authenticate, subscribe) on a daemon thread of its own, not
+    the default executor's: asyncio.run waits for those at exit, and a stop during a connection
+    attempt to a gateway that does not answer must not wait the client's 40 s of timeouts."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if not done.done():
+            if error is None:
+                done.set_result(None)
+            else:
+                done.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            work()
+        except BaseException as exc:
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name="databento-live-connect", daemon=True).start()
+    await done
 
 
 def quiet_client_logs() -> None:
@@ -460,7 +487,7 @@ class LiveFeed:
         """Connection 1: connect, authenticate, subscribe. DatabentoError if refused."""
         request = self.request
         connection = _Connection(self, 1, start=request.start, snapshot=request.snapshot)
-        await asyncio.to_thread(connection.open)
+        await _in_daemon_thread(connection.open)
         self._add(connection)
 
     def start(self) -> None:
@@ -610,7 +637,7 @@ class LiveFeed:
                 return None
             connection = _Connection(self, self.connections + 1, start=None, snapshot=True)
             try:
-                await asyncio.to_thread(connection.open)
+                await _in_daemon_thread(connection.open)
             except GatewayUnreachableError as exc:
                 failures += 1
                 last = str(exc)

@@ -247,6 +247,62 @@ def test_a_silent_connection_is_a_gap_too(
     assert gaps("timeout") == before + 1
 
 
+def feed_until(
+    fake: FakeLive, until: Callable[[LiveFeed, int], bool], timeout: float = 20
+) -> LiveFeed:
+    """A LiveFeed on the fake (from a snapshot), taken from until `until(feed, records)` or its
+    end; then closed."""
+
+    async def main() -> LiveFeed:
+        feed = LiveFeed(LiveRequest.of("GLBX.MDP3", "CLX5"), key=KEY, gateway="127.0.0.1",
+                        port=fake.port, heartbeat_s=5)  # fmt: skip
+        received = 0
+        try:
+            await feed.open()
+            feed.start()
+            deadline = time.monotonic() + timeout
+            while not until(feed, received) and not feed.ended:
+                assert time.monotonic() < deadline, received
+                received += sum(len(segment.records) for segment in feed.take())
+                await asyncio.sleep(0.05)
+        finally:
+            await feed.close()
+        return feed
+
+    return asyncio.run(main())
+
+
+def test_a_gateway_that_does_not_come_back_ends_the_session(
+    records: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live_module, "RECONNECT_FIRST_S", 0.05)
+    monkeypatch.setattr(live_module, "RECONNECT_ATTEMPTS", 3)
+    # It goes away after 100 records: reconnecting is refused, three times.
+    with gateway(LivePlan(records[:100])) as fake:
+
+        def gone(feed: LiveFeed, received: int) -> bool:
+            if received >= 100 and fake.running:
+                fake.stop()
+            return False
+
+        feed = feed_until(fake, gone)
+    assert feed.gaps == 1 and feed.connections == 1
+    assert str(feed.failure) == (
+        f"Databento Live: lost the gateway 127.0.0.1:{fake.port} and could not reconnect (3 "
+        f"attempts): cannot reach the Databento Live gateway 127.0.0.1:{fake.port}: "
+        f"[Errno 111] Connect call failed ('127.0.0.1', {fake.port})"
+    )
+    # One that accepts and closes at once, with nothing: the same after three empty connections.
+    plans = (LivePlan(records[:100], end="close"), LivePlan(records[:0], end="close"))
+    with gateway(*plans) as fake:
+        feed = feed_until(fake, lambda feed, received: False)
+    assert (feed.connections, feed.gaps) == (4, 4)
+    assert str(feed.failure) == (
+        f"Databento Live: lost the gateway 127.0.0.1:{fake.port} and could not reconnect (3 "
+        "attempts): the connections brought no record"
+    )
+
+
 @pytest.mark.integration
 def test_a_gateway_error_ends_the_session_after_what_was_received(
     infra_settings: Settings, records: np.ndarray
