@@ -88,7 +88,7 @@ class MboFile:
                 if records is None:
                     # Not a plain MBO body (from here on): decode record by record.
                     decoder = decoder or _decoder_after(metadata)
-                    records = _decode_records(decoder, chunk, self.path)
+                    records = _decode_records(decoder, chunk, self.path, self.symbols)
                     _check_codes(records, seen, self.path)
                 if len(records):
                     seen += len(records)
@@ -261,15 +261,22 @@ def _decoder_after(metadata: bytes) -> databento_dbn.DBNDecoder:
     return decoder
 
 
-def _decode_records(decoder: databento_dbn.DBNDecoder, chunk: bytes, path: Path) -> np.ndarray:
+def _decode_records(
+    decoder: databento_dbn.DBNDecoder, chunk: bytes, path: Path, symbols: dict[int, str]
+) -> np.ndarray:
+    """The chunk's MBO records; its symbol-mapping records (a Live stream's, a recorded one's)
+    go into `symbols`, which readers of the file see as they stream (the `symbol` header)."""
     try:
         decoder.write(chunk)
         decoded = decoder.decode()
     except Exception as exc:  # databento_dbn raises bare ValueError/RuntimeError with details
         raise InputError(f"{path}: corrupt DBN records ({_one_line(exc)})") from exc
-    mbo = [
-        bytes(rec)[: MBO_DTYPE.itemsize] for rec in decoded if isinstance(rec, databento_dbn.MBOMsg)
-    ]
+    mbo = []
+    for rec in decoded:
+        if isinstance(rec, databento_dbn.MBOMsg):
+            mbo.append(bytes(rec)[: MBO_DTYPE.itemsize])
+        elif isinstance(rec, databento_dbn.SymbolMappingMsg):
+            symbols[int(rec.instrument_id)] = str(rec.stype_out_symbol)
     records = np.frombuffer(b"".join(mbo), dtype=MBO_DTYPE).copy()
     records["length"] = MBO_LENGTH_WORDS  # without the ts_out suffix we dropped
     return records

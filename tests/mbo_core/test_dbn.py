@@ -188,3 +188,31 @@ def test_garbage_records_are_refused_naming_the_first(tmp_path: Path) -> None:
     path.write_bytes(meta + records.tobytes())
     with pytest.raises(InputError, match=r"record 20,000 of the file: side b'x' outside ABN"):
         list(open_mbo(path).batches())
+
+
+def test_symbol_mappings_in_the_body_name_instruments_and_a_heartbeat_at_the_end_is_fine(
+    tmp_path: Path,
+) -> None:
+    """A recorded Live stream: metadata without mappings, a SymbolMappingMsg before the records,
+    a heartbeat last (its chunk holds no MBO record)."""
+    records = np.concatenate(list(open_mbo(CLX5).batches()))[:1000]
+    metadata = databento_dbn.Metadata(
+        dataset="GLBX.MDP3", schema=databento_dbn.Schema.MBO, start=0,
+        stype_in=databento_dbn.SType.RAW_SYMBOL, stype_out=databento_dbn.SType.INSTRUMENT_ID,
+        symbols=["CLX5"], partial=[], not_found=[], mappings=[], end=None, limit=None,
+        ts_out=False, version=3,
+    )  # fmt: skip
+    mapping = databento_dbn.SymbolMappingMsg(
+        publisher_id=1, instrument_id=432669, ts_event=0,
+        stype_in=databento_dbn.SType.RAW_SYMBOL, stype_in_symbol="CLX5",
+        stype_out=databento_dbn.SType.RAW_SYMBOL, stype_out_symbol="CLX5", start_ts=0, end_ts=0,
+    )  # fmt: skip
+    heartbeat = databento_dbn.SystemMsg(
+        ts_event=0, msg="Heartbeat", code=databento_dbn.SystemCode.HEARTBEAT
+    )
+    path = tmp_path / "session.dbn"
+    path.write_bytes(metadata.encode() + bytes(mapping) + records.tobytes() + bytes(heartbeat))
+    source = open_mbo(path)
+    read = np.concatenate(list(source.batches(batch_records=1000)))
+    assert read.tobytes() == records.tobytes()
+    assert source.symbols == {432669: "CLX5"}

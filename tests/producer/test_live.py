@@ -151,6 +151,8 @@ def test_a_session_arrives_as_a_file_replay_would(
     source = open_mbo(recorded)
     assert source.dataset == "GLBX.MDP3" and source.compressed
     assert np.concatenate(list(source.batches())).tobytes() == records.tobytes()
+    # Its symbol comes from the stream's SymbolMappingMsg (live metadata has no mappings).
+    assert source.symbols == {CLX5_ID: "CLX5"}
 
 
 @pytest.mark.integration
