@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import databento as db
 import databento_dbn
@@ -196,20 +197,19 @@ def test_symbol_mappings_in_the_body_name_instruments_and_a_heartbeat_at_the_end
     """A recorded Live stream: metadata without mappings, a SymbolMappingMsg before the records,
     a heartbeat last (its chunk holds no MBO record)."""
     records = np.concatenate(list(open_mbo(CLX5).batches()))[:1000]
-    metadata = databento_dbn.Metadata(
-        dataset="GLBX.MDP3", schema=databento_dbn.Schema.MBO, start=0,
-        stype_in=databento_dbn.SType.RAW_SYMBOL, stype_out=databento_dbn.SType.INSTRUMENT_ID,
+    dbn: Any = databento_dbn  # (its stubs type the enums' members as str and int)
+    metadata = dbn.Metadata(
+        dataset="GLBX.MDP3", schema=dbn.Schema.MBO, start=0,
+        stype_in=dbn.SType.RAW_SYMBOL, stype_out=dbn.SType.INSTRUMENT_ID,
         symbols=["CLX5"], partial=[], not_found=[], mappings=[], end=None, limit=None,
         ts_out=False, version=3,
     )  # fmt: skip
-    mapping = databento_dbn.SymbolMappingMsg(
+    mapping = dbn.SymbolMappingMsg(
         publisher_id=1, instrument_id=432669, ts_event=0,
-        stype_in=databento_dbn.SType.RAW_SYMBOL, stype_in_symbol="CLX5",
-        stype_out=databento_dbn.SType.RAW_SYMBOL, stype_out_symbol="CLX5", start_ts=0, end_ts=0,
+        stype_in=dbn.SType.RAW_SYMBOL, stype_in_symbol="CLX5",
+        stype_out=dbn.SType.RAW_SYMBOL, stype_out_symbol="CLX5", start_ts=0, end_ts=0,
     )  # fmt: skip
-    heartbeat = databento_dbn.SystemMsg(
-        ts_event=0, msg="Heartbeat", code=databento_dbn.SystemCode.HEARTBEAT
-    )
+    heartbeat = dbn.SystemMsg(ts_event=0, msg="Heartbeat", code=dbn.SystemCode.HEARTBEAT)
     path = tmp_path / "session.dbn"
     path.write_bytes(metadata.encode() + bytes(mapping) + records.tobytes() + bytes(heartbeat))
     source = open_mbo(path)
