@@ -12,7 +12,6 @@ import os
 import shutil
 import sys
 import threading
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -29,16 +28,11 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from mbo_cli.databento_options import SYMBOLS_HELP, StypeIn, SymbolType
 from mbo_core.databento.historical import DownloadCache, RangeRequest, format_time, usd
 from mbo_core.databento.historical import fetch as fetch_range
 from mbo_core.errors import InputError
 from mbo_core.settings import load_settings
-
-
-class SymbolType(StrEnum):
-    raw_symbol = "raw_symbol"
-    parent = "parent"
-    continuous = "continuous"
 
 
 def fetch(
@@ -47,8 +41,7 @@ def fetch(
         str,
         typer.Option(
             "--symbols",
-            help="Comma-separated symbols: CLX5,CLZ5 (raw_symbol), CL.FUT (parent), CL.c.0 "
-            "(continuous).",
+            help=SYMBOLS_HELP,
         ),
     ],
     start: Annotated[
@@ -60,9 +53,7 @@ def fetch(
         ),
     ],
     end: Annotated[str, typer.Option("--end", help="Exclusive end, written as --start.")],
-    stype_in: Annotated[
-        SymbolType, typer.Option("--stype-in", help="The symbology of --symbols.")
-    ] = SymbolType.raw_symbol,
+    stype_in: StypeIn = SymbolType.raw_symbol,
     output: Annotated[
         Path | None,
         typer.Option(

@@ -13,7 +13,8 @@ from typing import Annotated
 
 import typer
 
-from mbo_cli.fetch import SymbolType
+from mbo_cli import databento_options as db_options
+from mbo_cli.databento_options import SymbolType
 from mbo_cli.output import atomic_output, progress_bar
 from mbo_core.errors import InputError
 
@@ -70,18 +71,9 @@ def produce(
             "until SIGINT/SIGTERM (docs/databento.md).",
         ),
     ] = False,
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="--live: dataset code, e.g. GLBX.MDP3.")
-    ] = None,
-    symbols: Annotated[
-        str | None,
-        typer.Option(
-            "--symbols", help="--live: comma-separated symbols: CLX5,CLZ5, CL.FUT, CL.c.0."
-        ),
-    ] = None,
-    stype_in: Annotated[
-        SymbolType, typer.Option("--stype-in", help="--live: the symbology of --symbols.")
-    ] = SymbolType.raw_symbol,
+    dataset: db_options.Dataset = None,
+    symbols: db_options.Symbols = None,
+    stype_in: db_options.StypeIn = SymbolType.raw_symbol,
     start: Annotated[
         str | None,
         typer.Option(
@@ -90,22 +82,8 @@ def produce(
             "it has an offset, or UNIX ns) instead of starting from a snapshot.",
         ),
     ] = None,
-    snapshot: Annotated[
-        bool | None,
-        typer.Option(
-            "--snapshot/--no-snapshot",
-            help="--live: start every book from the gateway's MBO snapshot (the default "
-            "without --start).",
-        ),
-    ] = None,
-    record: Annotated[
-        Path | None,
-        typer.Option(
-            "--record",
-            help="--live: also write the raw stream to this new DBN file (.dbn.zst: zstd), "
-            "for `mbo book` and `mbo run --replay`.",
-        ),
-    ] = None,
+    snapshot: db_options.Snapshot = None,
+    record: db_options.Record = None,
 ) -> None:
     """Replay FILE into the records topic: chunks of whole events keyed by instrument.
 

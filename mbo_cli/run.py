@@ -44,7 +44,8 @@ from typing import Annotated, Any
 
 import typer
 
-from mbo_cli.fetch import SymbolType
+from mbo_cli import databento_options as db_options
+from mbo_cli.databento_options import SymbolType
 from mbo_cli.produce import EXIT_BAD_INPUT
 from mbo_cli.progress import RunProgress
 from mbo_cli.supervisor import Supervisor, mbo_command
@@ -109,16 +110,9 @@ def run(
             "and report.",
         ),
     ] = False,
-    dataset: Annotated[
-        str | None, typer.Option("--dataset", help="Databento dataset code, e.g. GLBX.MDP3.")
-    ] = None,
-    symbols: Annotated[
-        str | None,
-        typer.Option("--symbols", help="Comma-separated symbols: CLX5,CLZ5, CL.FUT, CL.c.0."),
-    ] = None,
-    stype_in: Annotated[
-        SymbolType, typer.Option("--stype-in", help="The symbology of --symbols.")
-    ] = SymbolType.raw_symbol,
+    dataset: db_options.Dataset = None,
+    symbols: db_options.Symbols = None,
+    stype_in: db_options.StypeIn = SymbolType.raw_symbol,
     start: Annotated[
         str | None,
         typer.Option(
@@ -130,20 +124,8 @@ def run(
     end: Annotated[
         str | None, typer.Option("--end", help="--historical: exclusive end, as --start.")
     ] = None,
-    snapshot: Annotated[
-        bool | None,
-        typer.Option(
-            "--snapshot/--no-snapshot",
-            help="--live: start the books from the gateway's MBO snapshot (default without "
-            "--start).",
-        ),
-    ] = None,
-    record: Annotated[
-        Path | None,
-        typer.Option(
-            "--record", help="--live: also write the raw stream to this new DBN file (.dbn.zst)."
-        ),
-    ] = None,
+    snapshot: db_options.Snapshot = None,
+    record: db_options.Record = None,
     yes: Annotated[
         bool,
         typer.Option("--yes", "-y", help="--historical: pay for a request above the cost limit."),
