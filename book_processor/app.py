@@ -371,14 +371,24 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def warm_up() -> None:
-    """Load the compiled book kernel now, not on the first message (it takes seconds)."""
-    from mbo_core.records import MBO_DTYPE  # noqa: PLC0415
+def warm_up() -> Published:
+    """Load the compiled book kernel now, not on the first message (~0.2 s on the first records
+    message otherwise: every message sent in that time waited for it). A real records message
+    of one event, a bid and an ask, through the whole path: validation, the kernel, a BBO
+    change and a snapshot encoded. Returns what it published (never refused: tested)."""
+    from mbo_core.records import MBO_DTYPE, MBO_LENGTH_WORDS, RTYPE_MBO  # noqa: PLC0415
 
-    publisher = BookPublisher(0, snapshot_interval_ns=1, snapshot_depth=1)
-    record = np.zeros(1, dtype=MBO_DTYPE)
-    record["action"], record["side"], record["flags"] = ord("A"), ord("B"), 128
-    publisher.process(0, b"0", record.tobytes(), None)
+    publisher = BookPublisher(0, snapshot_interval_ns=1_000_000_000, snapshot_depth=10)
+    records = np.zeros(2, dtype=MBO_DTYPE)
+    records["rtype"], records["length"] = RTYPE_MBO, MBO_LENGTH_WORDS
+    records["action"], records["side"] = ord("A"), [ord("B"), ord("A")]
+    records["price"], records["size"], records["order_id"] = (
+        [1_000_000_000, 1_010_000_000],
+        1,
+        [1, 2],
+    )
+    records["flags"] = [0, 128]  # one event: F_LAST on its last record
+    return publisher.process(0, b"0", records.tobytes(), None)
 
 
 def _headers(message: Any) -> list[tuple[str, bytes]]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from book_processor.app import create_app, faust_dir
+from book_processor.app import create_app, faust_dir, warm_up
 from tests.conftest import make_settings
 
 
@@ -28,3 +28,12 @@ def test_faust_keeps_its_state_under_the_data_dir(tmp_path: Path) -> None:
     # Not "<app id>-data" in the working directory (Faust's default).
     assert app.conf.datadir == faust_dir(settings) == data_dir / "processor" / "g1"
     assert app.conf.tabledir.is_relative_to(data_dir)
+
+
+def test_the_warm_up_message_goes_the_whole_way() -> None:
+    """warm_up loads the kernel by publishing a real event: refused by the validation (as its
+    first version's zeroed record was), it loaded nothing and the first records message of a
+    run waited ~0.2 s for the kernel."""
+    out = warm_up()
+    assert out.rejected is None
+    assert (out.records, out.events, out.bbo_rows, out.snapshot_count) == (2, 1, 1, 1)
