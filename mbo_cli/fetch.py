@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -29,10 +30,16 @@ from rich.progress import (
 )
 
 from mbo_cli.databento_options import SYMBOLS_HELP, StypeIn, SymbolType
-from mbo_core.databento.historical import DownloadCache, RangeRequest, format_time, usd
+from mbo_core.databento.historical import (
+    CachedFile,
+    DownloadCache,
+    RangeRequest,
+    format_time,
+    usd,
+)
 from mbo_core.databento.historical import fetch as fetch_range
 from mbo_core.errors import InputError
-from mbo_core.settings import load_settings
+from mbo_core.settings import Settings, load_settings
 
 
 def fetch(
@@ -83,7 +90,28 @@ def fetch(
     API key: DATABENTO_API_KEY or MBO_DATABENTO__API_KEY (docs/databento.md).
     """
     request = RangeRequest.of(dataset, symbols, stype_in.value, start, end)
-    settings = load_settings()
+    cached = fetch_file(load_settings(), request, yes=yes, cost_limit=cost_limit, notice=_notice)
+    if output is not None:
+        _export(cached.path, output)
+        _notice(f"-> {output}")
+    print(output if output is not None else cached.path)
+
+
+def _notice(line: str) -> None:
+    print(f"mbo fetch: {line}", file=sys.stderr, flush=True)
+
+
+def fetch_file(
+    settings: Settings,
+    request: RangeRequest,
+    *,
+    yes: bool,
+    cost_limit: float | None,
+    notice: Callable[[str], None],
+) -> CachedFile:
+    """The request's file in the download cache, fetched (cost first, above the limit only with
+    `yes`) with a download bar on a terminal, or served from the cache; says which through
+    `notice`. What `mbo fetch` and `mbo run --historical` both do."""
     key = settings.databento.api_key
     bar = _DownloadBar(f"fetch {request.dataset} {format_time(request.start)[:10]}")
     try:
@@ -94,7 +122,7 @@ def fetch(
             gateway=settings.databento.historical_gateway,
             cost_limit_usd=settings.databento.cost_limit_usd if cost_limit is None else cost_limit,
             confirmed=yes,
-            notice=_notice,
+            notice=notice,
             progress=bar.advance,
         )
     finally:
@@ -102,20 +130,13 @@ def fetch(
     cached = fetched.file
     if fetched.from_cache:
         paid = f" for {usd(cached.cost_usd)}" if cached.cost_usd is not None else ""
-        _notice(
+        notice(
             f"served from cache, nothing paid now (fetched {cached.fetched_at}{paid}): "
             f"{cached.records:,} records, {cached.path}"
         )
     else:
-        _notice(f"{cached.size:,} bytes, {cached.records:,} records -> {cached.path}")
-    if output is not None:
-        _export(cached.path, output)
-        _notice(f"-> {output}")
-    print(output if output is not None else cached.path)
-
-
-def _notice(line: str) -> None:
-    print(f"mbo fetch: {line}", file=sys.stderr, flush=True)
+        notice(f"{cached.size:,} bytes, {cached.records:,} records -> {cached.path}")
+    return cached
 
 
 class _DownloadBar:

@@ -280,36 +280,14 @@ def _fetch(
     cost_limit: float | None,
 ) -> Path:
     """The request's file in the download cache: fetched (and paid for) as `mbo fetch` does."""
-    from mbo_cli.fetch import _DownloadBar  # noqa: PLC0415
-    from mbo_core.databento.historical import DownloadCache, RangeRequest, usd  # noqa: PLC0415
-    from mbo_core.databento.historical import fetch as fetch_range  # noqa: PLC0415
+    from mbo_cli.fetch import fetch_file  # noqa: PLC0415
+    from mbo_core.databento.historical import RangeRequest  # noqa: PLC0415
 
     def notice(line: str) -> None:
         print(f"mbo run: {line}", file=sys.stderr, flush=True)
 
     request = RangeRequest.of(dataset, symbols, stype_in.value, start, end)
-    key = settings.databento.api_key
-    bar = _DownloadBar(f"fetch {request.dataset}")
-    try:
-        fetched = fetch_range(
-            request,
-            cache=DownloadCache(settings.databento_cache_dir),
-            key=key.get_secret_value() if key is not None else None,
-            gateway=settings.databento.historical_gateway,
-            cost_limit_usd=settings.databento.cost_limit_usd if cost_limit is None else cost_limit,
-            confirmed=yes,
-            notice=notice,
-            progress=bar.advance,
-        )
-    finally:
-        bar.close()
-    cached = fetched.file
-    if fetched.from_cache:
-        paid = f" for {usd(cached.cost_usd)}" if cached.cost_usd is not None else ""
-        notice(f"served from cache (fetched {cached.fetched_at}{paid}): {cached.path}")
-    else:
-        notice(f"fetched {cached.size:,} bytes, {cached.records:,} records -> {cached.path}")
-    return cached.path
+    return fetch_file(settings, request, yes=yes, cost_limit=cost_limit, notice=notice).path
 
 
 def _check_live(

@@ -54,6 +54,25 @@ Progress = Callable[[int], None]
 T = TypeVar("T")
 
 _DATASET = re.compile(r"[A-Z0-9]+(?:[._-][A-Z0-9]+)*")
+
+
+def checked_selection(
+    dataset: str, symbols: str | Sequence[str], stype_in: str
+) -> tuple[str, tuple[str, ...], SType]:
+    """(dataset code, symbols sorted without duplicates, symbology) of a Historical or Live
+    request, or InputError naming the argument that is wrong."""
+    code = dataset.strip().upper()
+    if not _DATASET.fullmatch(code):
+        raise InputError(f"dataset {dataset!r}: expected a dataset code such as GLBX.MDP3")
+    given = [symbols] if isinstance(symbols, str) else list(symbols)
+    names = sorted({part.strip() for text in given for part in text.split(",")} - {""})
+    if not names:
+        raise InputError("symbols: give at least one, e.g. CLX5 or CL.FUT")
+    if stype_in not in STYPES:
+        raise InputError(f"stype_in {stype_in!r}: expected one of {', '.join(STYPES)}")
+    return code, tuple(names), stype_in
+
+
 _ISO = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})"
     r"(?:[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)(?:\.(?P<frac>\d{1,9}))?)?"
@@ -125,19 +144,11 @@ class RangeRequest:
         cls, dataset: str, symbols: str | Sequence[str], stype_in: str, start: str, end: str
     ) -> RangeRequest:
         """The request, or InputError naming what is wrong with an argument."""
-        code = dataset.strip().upper()
-        if not _DATASET.fullmatch(code):
-            raise InputError(f"dataset {dataset!r}: expected a dataset code such as GLBX.MDP3")
-        given = [symbols] if isinstance(symbols, str) else list(symbols)
-        names = sorted({part.strip() for text in given for part in text.split(",")} - {""})
-        if not names:
-            raise InputError("symbols: give at least one, e.g. CLX5 or CL.FUT")
-        if stype_in not in STYPES:
-            raise InputError(f"stype_in {stype_in!r}: expected one of {', '.join(STYPES)}")
+        code, names, stype = checked_selection(dataset, symbols, stype_in)
         first, last = parse_time(start, "start"), parse_time(end, "end")
         if last <= first:
             raise InputError(f"end {format_time(last)} is not after start {format_time(first)}")
-        return cls(code, tuple(names), stype_in, first, last)
+        return cls(code, names, stype, first, last)
 
     def identity(self) -> dict[str, Any]:
         """What the cache key is made of, as written into the sidecar."""

@@ -57,9 +57,9 @@ import zstandard
 
 from mbo_core.databento.historical import (
     KEY_HINT,
-    STYPES,
     DatabentoError,
     SType,
+    checked_selection,
     format_time,
     parse_time,
 )
@@ -97,8 +97,6 @@ RECORD_FRAME_S: Final = 1.0
 _SKIPPED_RECORDS = 7
 _SYMBOL_RESOLUTION_FAILED = 4
 
-_DATASET = re.compile(r"[A-Z0-9]+(?:[._-][A-Z0-9]+)*")
-
 
 def default_gateway(dataset: str) -> str:
     """The dataset's own Live gateway, as the client picks it: glbx-mdp3.lsg.databento.com."""
@@ -126,15 +124,7 @@ class LiveRequest:
     ) -> LiveRequest:
         """The request, or InputError naming what is wrong. Without `start`, a snapshot unless
         `snapshot` is False; with `start`, no snapshot (the two exclude each other)."""
-        code = dataset.strip().upper()
-        if not _DATASET.fullmatch(code):
-            raise InputError(f"dataset {dataset!r}: expected a dataset code such as GLBX.MDP3")
-        given = [symbols] if isinstance(symbols, str) else list(symbols)
-        names = sorted({part.strip() for text in given for part in text.split(",")} - {""})
-        if not names:
-            raise InputError("symbols: give at least one, e.g. CLX5 or CL.FUT")
-        if stype_in not in STYPES:
-            raise InputError(f"stype_in {stype_in!r}: expected one of {', '.join(STYPES)}")
+        code, names, stype = checked_selection(dataset, symbols, stype_in)
         first = None if start is None else parse_time(start, "start")
         if first is not None and snapshot:
             raise InputError(
@@ -142,7 +132,7 @@ class LiveRequest:
                 "replays every record since then"
             )
         take_snapshot = first is None if snapshot is None else snapshot
-        return cls(code, tuple(names), stype_in, first, take_snapshot)
+        return cls(code, names, stype, first, take_snapshot)
 
     def describe(self) -> str:
         shown = ",".join(self.symbols[:5])
