@@ -155,6 +155,13 @@ def time_slice_s(settings: Settings) -> float:
     return max(SLICE_S, settings.pipeline.chunk_linger_ms / 1000 / 10)
 
 
+def flush_schedule(settings: Settings) -> FlushSchedule:
+    """When each instrument's chunk leaves in a paced replay or a live session: every chunk
+    linger, instruments a time slice apart (FlushSchedule)."""
+    linger_s = settings.pipeline.chunk_linger_ms / 1000
+    return FlushSchedule(linger_s, phases=max(1, round(linger_s / time_slice_s(settings))))
+
+
 async def produce_file(
     settings: Settings,
     path: Path,
@@ -283,6 +290,18 @@ class Sender:
     async def send(self, chunks: Iterable[Chunk], *, unterminated_tail: bool = False) -> None:
         for chunk in chunks:
             await self._send_chunk(chunk, unterminated_tail=unterminated_tail)
+
+    async def send_remaining(self, chunker: Chunker) -> int:
+        """Everything the chunker holds, at the end of a copy or of a live run: every complete
+        chunk, then the records of events never closed, each instrument's as one message flagged
+        as an unterminated tail (raw records for the records table, counted and not applied by
+        the processor). Returns the records of those tails."""
+        await self.send(chunker.flush())
+        unterminated = 0
+        for tail in chunker.take_unfinished():
+            unterminated += len(tail)
+            await self.send([tail], unterminated_tail=True)
+        return unterminated
 
     async def _send_chunk(self, chunk: Chunk, *, unterminated_tail: bool) -> None:
         self.check()
@@ -419,11 +438,8 @@ class _Replay:
         self.already_sent = 0 if point is None else point.records
         #: Drops what an earlier producer of this replay sent (identity when nothing was).
         self.unsent = ResumeFilter(point)
-        self.linger_s = settings.pipeline.chunk_linger_ms / 1000
         self.slice_s = time_slice_s(settings)
-        self.schedule = FlushSchedule(
-            self.linger_s, phases=max(1, round(self.linger_s / self.slice_s))
-        )
+        self.schedule = flush_schedule(settings)
         self.batch_records = DEFAULT_BATCH_RECORDS if pacing.mode == "max" else PACED_BATCH_RECORDS
         self.books: dict[tuple[int, int], tuple[int, int]] = {}
         self.records_read = 0
@@ -436,15 +452,6 @@ class _Replay:
 
     def elapsed(self) -> float:
         return self._loop.time() - self._start
-
-    async def _send_unfinished(self) -> None:
-        """The records of events the copy never closed, after every complete chunk, each
-        instrument's as one message flagged as an unterminated tail: raw records for the
-        records table, counted and not applied by the processor."""
-        await self.sender.send(self.chunker.flush())
-        for tail in self.chunker.take_unfinished():
-            self.unterminated += len(tail)
-            await self.sender.send([tail], unterminated_tail=True)
 
     async def run(self) -> ProduceSummary:
         PRODUCER_RATE.set(self.pacing.rate or 0)
@@ -476,7 +483,7 @@ class _Replay:
             await self._send_open_chunks_by_turns()
             self.copies += 1
             # Events the file never closes: the next copy (or the end) must not close them.
-            await self._send_unfinished()
+            self.unterminated += await self.sender.send_remaining(self.chunker)
             self.pacer.end_copy()
             if copy < self.loops - 1:
                 # Every chunk of this copy is sent (above): what follows, the Clears first, is

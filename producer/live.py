@@ -44,8 +44,15 @@ from mbo_core.metrics import PRODUCER_RATE, RECORDS_IN
 from mbo_core.replay_lock import replay_lock
 from mbo_core.settings import Settings
 from mbo_core.shutdown import run_until_signalled
-from producer.app import STAGE, ProgressCallback, Sender, chunk_bound, time_slice_s
-from producer.chunking import Chunker, FlushSchedule
+from producer.app import (
+    STAGE,
+    ProgressCallback,
+    Sender,
+    chunk_bound,
+    flush_schedule,
+    time_slice_s,
+)
+from producer.chunking import Chunker
 from producer.resume import new_replay_id
 
 log = logging.getLogger("producer.live")
@@ -181,9 +188,8 @@ class _LiveSession:
         self.stop = stop
         self.record = record
         self.chunker = Chunker(chunk_bound(settings))
-        linger_s = settings.pipeline.chunk_linger_ms / 1000
         self.slice_s = time_slice_s(settings)
-        self.schedule = FlushSchedule(linger_s, phases=max(1, round(linger_s / self.slice_s)))
+        self.schedule = flush_schedule(settings)
         self.instruments: set[int] = set()
         self.run_instruments: set[int] = set()  # those of the current run (connection)
         self.records_received = 0
@@ -266,10 +272,7 @@ class _LiveSession:
 
     async def _end_run(self) -> None:
         """Everything of the current run: complete events, then the unclosed ones as tails."""
-        await self.sender.send(self.chunker.flush())
-        for tail in self.chunker.take_unfinished():
-            self.unterminated += len(tail)
-            await self.sender.send([tail], unterminated_tail=True)
+        self.unterminated += await self.sender.send_remaining(self.chunker)
 
     def _summary(self, *, interrupted: bool) -> LiveSummary:
         feed, sender = self.feed, self.sender
