@@ -56,6 +56,19 @@ T = TypeVar("T")
 _DATASET = re.compile(r"[A-Z0-9]+(?:[._-][A-Z0-9]+)*")
 
 
+def _selection(request: RangeRequest) -> dict[str, Any]:
+    """The arguments that say what data a request is, as the client's calls take them (the
+    quote and the download of one request name the same data)."""
+    return {
+        "dataset": request.dataset,
+        "start": request.start,
+        "end": request.end,
+        "symbols": list(request.symbols),
+        "schema": request.schema,
+        "stype_in": request.stype_in,
+    }
+
+
 def checked_selection(
     dataset: str, symbols: str | Sequence[str], stype_in: str
 ) -> tuple[str, tuple[str, ...], SType]:
@@ -320,14 +333,7 @@ class HistoricalClient:
         """The price in USD that `metadata.get_cost` quotes for the request."""
         value = self._call(
             "metadata.get_cost",
-            lambda: self._client.metadata.get_cost(
-                dataset=request.dataset,
-                start=request.start,
-                end=request.end,
-                symbols=list(request.symbols),
-                schema=request.schema,
-                stype_in=request.stype_in,
-            ),
+            lambda: self._client.metadata.get_cost(**_selection(request)),
         )
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise DatabentoError(f"Databento metadata.get_cost answered {value!r}, not a price")
@@ -339,14 +345,7 @@ class HistoricalClient:
             self._call(
                 "timeseries.get_range",
                 lambda: self._client.timeseries.get_range(
-                    dataset=request.dataset,
-                    start=request.start,
-                    end=request.end,
-                    symbols=list(request.symbols),
-                    schema=request.schema,
-                    stype_in=request.stype_in,
-                    stype_out=request.stype_out,
-                    path=dest,
+                    **_selection(request), stype_out=request.stype_out, path=dest
                 ),
             )
 
