@@ -74,41 +74,37 @@ def live_key(state: LiveState, instrument_id: int, publisher_id: int | None) -> 
     return key
 
 
-async def history_run(
-    store: Store, instrument_id: int, replay_id: str | None, replay_copy: int | None
-) -> Run | None:
-    """The run whose history is asked for: the instrument's latest, or replay `replay_id`'s
-    latest copy, or that copy; None when the instrument has no history at all; 404 for a run
-    it does not have, 422 for a copy without its replay."""
-    if replay_id is None:
-        if replay_copy is not None:
-            raise ParamError("replay_copy", "replay_copy needs replay_id")
-        return await history.latest_run(store, instrument_id)
+async def history_book(
+    store: Store,
+    instrument_id: int,
+    publisher_id: int | None,
+    replay_id: str | None,
+    replay_copy: int | None,
+) -> tuple[Run, int]:
+    """(run, publisher) whose history is asked for: the instrument's latest run, or replay
+    `replay_id`'s latest copy, or that copy; the default publisher if none is named. 404 for an
+    instrument without history, a run or publisher it does not have; 422 for a copy without
+    its replay."""
+    if replay_id is None and replay_copy is not None:
+        raise ParamError("replay_copy", "replay_copy needs replay_id")
     run = (
         await history.latest_run(store, instrument_id, replay_id)
         if replay_copy is None
-        else (replay_id, replay_copy)
+        else (str(replay_id), replay_copy)
     )
-    if run is None or not await history.has_run(store, instrument_id, run):
+    publishers = [] if run is None else await history.publishers_of(store, instrument_id, run)
+    if not publishers:
+        if replay_id is None:
+            raise HTTPException(404, f"unknown instrument {instrument_id} (nothing in ClickHouse)")
         copy = "" if replay_copy is None else f" copy {replay_copy}"
         raise HTTPException(
             404, f"instrument {instrument_id} has no run {replay_id!r}{copy} (see /runs)"
         )
-    return run
-
-
-async def history_publisher(
-    store: Store, instrument_id: int, publisher_id: int | None, run: Run | None
-) -> int:
-    """The publisher whose history is asked for (the default one if none) in the run; 404 if
-    unknown."""
-    publishers = [] if run is None else await history.publishers_of(store, instrument_id, run)
-    if not publishers:
-        raise HTTPException(404, f"unknown instrument {instrument_id} (nothing in ClickHouse)")
+    assert run is not None
     if publisher_id is None:
         chosen = history.default_publisher(publishers)
         assert chosen is not None
-        return chosen
+        return run, chosen
     if publisher_id not in publishers or publisher_id == 0:
         raise HTTPException(404, f"instrument {instrument_id} has no publisher {publisher_id}")
-    return publisher_id
+    return run, publisher_id

@@ -24,7 +24,7 @@ from clickhouse_connect.driver.client import Client
 from mbo_core.prices import format_price
 from mbo_core.schemas import BookJson, levels_json
 from mbo_core.settings import Settings
-from mbo_core.storage.queries import Query, Run, depth_at, runs_of
+from mbo_core.storage.queries import Query, Run, depth_at, latest_run_of, runs_of
 from mbo_core.timestamps import iso_ns
 
 log = logging.getLogger("api.store")
@@ -113,31 +113,11 @@ def _is_connection_error(exc: BaseException) -> bool:
 async def latest_run(store: Store, instrument_id: int, replay_id: str | None = None) -> Run | None:
     """The instrument's latest run (of replay `replay_id`: its latest copy); None if it has
     none."""
-    where = "instrument_id = {i:UInt32}" + (
-        "" if replay_id is None else " AND replay_id = {r:String}"
-    )
-    rows = await store.rows(
-        Query(
-            "SELECT argMax((replay_id, replay_copy), (source_partition, source_offset)) AS run, "
-            f"count() AS n FROM bbo WHERE {where}",
-            {"i": instrument_id} if replay_id is None else {"i": instrument_id, "r": replay_id},
-        )
-    )
-    if not rows or not rows[0]["n"]:
+    rows = await store.rows(latest_run_of(instrument_id, replay_id))
+    if not rows or not rows[0]["rows"]:
         return None
     replay, copy = rows[0]["run"]
     return str(replay), int(copy)
-
-
-async def has_run(store: Store, instrument_id: int, run: Run) -> bool:
-    rows = await store.rows(
-        Query(
-            "SELECT count() AS n FROM bbo WHERE instrument_id = {i:UInt32} "
-            "AND replay_id = {r:String} AND replay_copy = {c:UInt32}",
-            {"i": instrument_id, "r": run[0], "c": run[1]},
-        )
-    )
-    return bool(rows and rows[0]["n"])
 
 
 def run_json(run: Run) -> dict[str, Any]:

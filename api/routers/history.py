@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from api import store as history
-from api.dependencies import History, history_publisher, history_run, require_token
+from api.dependencies import History, history_book, require_token
 from api.fastpath import DEFAULT_DEPTH
 from api.models import Bars, BboRows, Book, Runs
 from api.params import (
@@ -71,9 +71,7 @@ async def book_at(
 ) -> Response:
     """The last snapshot at or before `ts` in the run (the latest unless named)."""
     at_ns = parse_ts(ts, "ts")
-    run = await history_run(store, instrument_id, replay_id, replay_copy)
-    publisher = await history_publisher(store, instrument_id, publisher_id, run)
-    assert run is not None  # history_publisher found rows of it
+    run, publisher = await history_book(store, instrument_id, publisher_id, replay_id, replay_copy)
     book = await history.book_at(store, instrument_id, at_ns, depth, publisher, run)
     if book is None:
         raise HTTPException(404, f"no snapshot of instrument {instrument_id} at or before {ts}")
@@ -118,9 +116,7 @@ async def bbo_history(
     cursor = None if after is None else _parse_cursor(after)
     if cursor is not None and step_ns is not None:
         raise ParamError("after", "after pages rows; bars page with start (see next)")
-    run = await history_run(store, instrument_id, replay_id, replay_copy)
-    publisher = await history_publisher(store, instrument_id, publisher_id, run)
-    assert run is not None  # history_publisher found rows of it
+    run, publisher = await history_book(store, instrument_id, publisher_id, replay_id, replay_copy)
     page_of = {"run": history.run_json(run)}
     # Later pages stay in this run even when a newer one starts meanwhile.
     base_url = request.url.include_query_params(replay_id=run[0], replay_copy=str(run[1]))

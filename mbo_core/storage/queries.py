@@ -33,12 +33,11 @@ class Query:
 
 #: A run of the data: (replay_id, replay_copy), one copy of one replay (docs/storage.md, "Runs").
 Run = tuple[str, int]
-#: The latest run of an instrument: the run of its newest row in the source topic (one
-#: instrument's records live in one partition, in order).
-LATEST_RUN = (
-    "(SELECT argMax((replay_id, replay_copy), (source_partition, source_offset)) "
-    "FROM bbo WHERE instrument_id = {instrument_id:UInt32})"
-)
+#: The latest run of rows: the run of the newest in the source topic (one instrument's records
+#: live in one partition, in order).
+_NEWEST_RUN = "argMax((replay_id, replay_copy), (source_partition, source_offset))"
+#: The latest run of an instrument, as a subquery.
+LATEST_RUN = f"(SELECT {_NEWEST_RUN} FROM bbo WHERE instrument_id = {{instrument_id:UInt32}})"
 
 
 def _filters(
@@ -192,6 +191,17 @@ ORDER BY publisher_id, bucket_ns"""
         sql.strip(),
         {**parameters, "start_ns": start_ns, "end_ns": end_ns, "step_ns": interval_s * 10**9},
     )
+
+
+def latest_run_of(instrument_id: int, replay_id: str | None = None) -> Query:
+    """The instrument's latest run (of replay `replay_id`: its latest copy) and the BBO rows it
+    was chosen among (0: no run)."""
+    where = "instrument_id = {instrument_id:UInt32}"
+    parameters: dict[str, Any] = {"instrument_id": instrument_id}
+    if replay_id is not None:
+        where += " AND replay_id = {replay_id:String}"
+        parameters["replay_id"] = replay_id
+    return Query(f"SELECT {_NEWEST_RUN} AS run, count() AS rows FROM bbo WHERE {where}", parameters)
 
 
 def runs_of(instrument_id: int) -> Query:
