@@ -194,8 +194,9 @@ def test_garbage_records_are_refused_naming_the_first(tmp_path: Path) -> None:
 def test_symbol_mappings_in_the_body_name_instruments_and_a_heartbeat_at_the_end_is_fine(
     tmp_path: Path,
 ) -> None:
-    """A recorded Live stream: metadata without mappings, a SymbolMappingMsg before the records,
-    a heartbeat last (its chunk holds no MBO record)."""
+    """A recorded Live stream: metadata without mappings, its symbol in a SymbolMappingMsg. The
+    records fill the first 1,000-record chunk exactly, so the last chunk holds no MBO record
+    (the mapping and a heartbeat)."""
     records = np.concatenate(list(open_mbo(CLX5).batches()))[:1000]
     dbn: Any = databento_dbn  # (its stubs type the enums' members as str and int)
     metadata = dbn.Metadata(
@@ -211,7 +212,7 @@ def test_symbol_mappings_in_the_body_name_instruments_and_a_heartbeat_at_the_end
     )  # fmt: skip
     heartbeat = dbn.SystemMsg(ts_event=0, msg="Heartbeat", code=dbn.SystemCode.HEARTBEAT)
     path = tmp_path / "session.dbn"
-    path.write_bytes(metadata.encode() + bytes(mapping) + records.tobytes() + bytes(heartbeat))
+    path.write_bytes(metadata.encode() + records.tobytes() + bytes(mapping) + bytes(heartbeat))
     source = open_mbo(path)
     read = np.concatenate(list(source.batches(batch_records=1000)))
     assert read.tobytes() == records.tobytes()
