@@ -132,17 +132,21 @@ def test_a_second_run_on_the_same_data_dir_needs_fresh(tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert "already holds" in refused.stderr and "--fresh" in refused.stderr
     # --fresh never deletes the data of a run that is still going: its broker holds the dir.
+    started = time.time()
     live = subprocess.Popen(
         [MBO, "run", "--replay", str(second), "--rate", "200", "--data-dir", str(data), "--fresh"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        # Its broker is up (the state file goes when a broker stops) and its ClickHouse exists.
-        wait_until(
-            lambda: (data / "kafka" / "state.json").exists() and (data / "clickhouse").exists(),
-            60,
-            "the live run's broker and ClickHouse",
-        )
+        # Its broker is up (the state file goes when a broker stops) and its own ClickHouse
+        # exists: made after it started (until its --fresh has run, the first run's is there).
+        def live_run_up() -> bool:
+            chdb = data / "clickhouse"
+            return (data / "kafka" / "state.json").exists() and (
+                chdb.exists() and chdb.stat().st_mtime >= started
+            )
+
+        wait_until(live_run_up, 60, "the live run's broker and ClickHouse")
         clash = subprocess.run(
             [MBO, "run", "--replay", str(first), "--data-dir", str(data), "--fresh"],
             capture_output=True, text=True, timeout=300, check=False,
