@@ -138,15 +138,17 @@ def test_a_second_run_on_the_same_data_dir_needs_fresh(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        # Its broker is up (the state file goes when a broker stops) and its own ClickHouse
-        # exists: made after it started (until its --fresh has run, the first run's is there).
+        # Its stages are up: it writes ports.json once its consumers joined, after its --fresh
+        # cleared the first run's data. (Not the ClickHouse directory's mtime: deleting the
+        # first run's directory entry by entry also moves it, while the directory is still
+        # there for a moment; a clash that came then found none a moment later.)
         def live_run_up() -> bool:
-            chdb = data / "clickhouse"
-            return (data / "kafka" / "state.json").exists() and (
-                chdb.exists() and chdb.stat().st_mtime >= started
+            ports = data / "run" / "ports.json"
+            return (data / "clickhouse").exists() and (
+                ports.exists() and ports.stat().st_mtime >= started
             )
 
-        wait_until(live_run_up, 60, "the live run's broker and ClickHouse")
+        wait_until(live_run_up, 60, "the live run's stages")
         clash = subprocess.run(
             [MBO, "run", "--replay", str(first), "--data-dir", str(data), "--fresh"],
             capture_output=True, text=True, timeout=300, check=False,
