@@ -13,7 +13,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from mbo_core.kafka.dead_letters import read_dead_letters
 from mbo_core.latency_log import read_stamps, run_latency_dir
 from mbo_core.settings import Settings
-from mbo_core.storage.clickhouse import connect
 
 TABLES = ("mbo_records", "bbo", "book_snapshots")
 
@@ -26,9 +25,12 @@ def build_report(
     drained_at: float,
     sink_metrics: str,
     restarts: dict[str, int],
+    counts: tuple[dict[str, int], int] | None = None,
 ) -> dict[str, Any]:
+    """The report; `counts` (rows per table, events) as counted while the stages still ran
+    (running_counts), else counted now."""
     producer = _producer_summary(run_dir)
-    rows, events = _clickhouse_counts(settings)
+    rows, events = counts if counts is not None else _clickhouse_counts(settings)
     dead_letters = asyncio.run(read_dead_letters(settings)).summary()
     event_latency = _event_latencies(run_dir)
     # From the first record sent (start-up of the processes is not the pipeline's throughput).
@@ -64,21 +66,39 @@ def _producer_summary(run_dir: Path) -> dict[str, Any]:
     return summary
 
 
+#: Rows per table and events (records flagged F_LAST), exact (FINAL), in one row.
+COUNTS_QUERY = "SELECT " + ", ".join(
+    [f"(SELECT count() FROM {table} FINAL) AS {table}" for table in TABLES]
+    + ["(SELECT countIf(bitAnd(flags, 128) != 0) FROM mbo_records FINAL) AS events"]
+)
+
+
+def running_counts(settings: Settings, api_base: str) -> tuple[dict[str, int], int] | None:
+    """The counts asked of the running API that holds the embedded chDB (before the stages
+    stop): opening chDB again in `mbo run` after they stopped cost ~0.5 CPU-s of imports and
+    table loading. None if the API does not answer (counted after the stop instead)."""
+    from mbo_cli.sql import rows_through_api  # noqa: PLC0415
+
+    rows = rows_through_api(settings, api_base, COUNTS_QUERY)
+    if not rows:
+        return None
+    return _split_counts({name: int(value) for name, value in rows[0].items()})
+
+
 def _clickhouse_counts(settings: Settings) -> tuple[dict[str, int], int]:
+    from mbo_core.storage.clickhouse import connect  # noqa: PLC0415
+
     client = connect(settings)
     try:
-        rows = {
-            table: int(client.query(f"SELECT count() FROM {table} FINAL").result_rows[0][0])
-            for table in TABLES
-        }
-        events = int(
-            client.query(
-                "SELECT countIf(bitAnd(flags, 128) != 0) FROM mbo_records FINAL"
-            ).result_rows[0][0]
-        )
+        result = client.query(COUNTS_QUERY)
+        row = dict(zip(result.column_names, result.result_rows[0], strict=True))
     finally:
         client.close()
-    return rows, events
+    return _split_counts({name: int(value) for name, value in row.items()})
+
+
+def _split_counts(row: dict[str, int]) -> tuple[dict[str, int], int]:
+    return {table: row[table] for table in TABLES}, row["events"]
 
 
 #: The report also gives the latencies of what was sent after this long: `mbo run` boots a

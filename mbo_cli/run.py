@@ -366,9 +366,16 @@ def _drain_and_report(
     started = time.time()
     drained_at = asyncio.run(_wait_drained(supervisor, settings, stop, timeout, progress))
     _say_drained(supervisor, progress)
-    from mbo_cli.report import build_report  # noqa: PLC0415 (reads ClickHouse)
+    from mbo_cli.report import build_report, running_counts  # noqa: PLC0415
+    from mbo_cli.sql import api_address  # noqa: PLC0415
 
     sink_metrics = _scrape(progress.sink_host, ports["sink"])
+    # With the embedded chDB, counted by the API that holds it (with a server, after the stop).
+    counts = (
+        running_counts(settings, api_address(settings.api.host, ports["api"]))
+        if settings.chdb_dir is not None
+        else None
+    )
     supervisor.stop_all()
     return build_report(
         settings,
@@ -377,6 +384,7 @@ def _drain_and_report(
         drained_at=drained_at,
         sink_metrics=sink_metrics,
         restarts=supervisor.restarts(),
+        counts=counts,
     )
 
 

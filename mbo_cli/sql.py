@@ -127,10 +127,7 @@ def _through_api(settings: Settings, query: str, parameters: dict[str, str], hol
             continue
         status, payload = answer
         if status == 200 and isinstance(payload, dict):
-            names = [column["name"] for column in payload["columns"]]
-            return b"".join(
-                orjson.dumps(dict(zip(names, row, strict=True))) + b"\n" for row in payload["rows"]
-            )
+            return b"".join(orjson.dumps(row) + b"\n" for row in _rows(payload))
         raise MboError(_refusal(base, status, payload))
     shown = f"process {holder}" if holder else "another process"
     raise MboError(
@@ -140,15 +137,38 @@ def _through_api(settings: Settings, query: str, parameters: dict[str, str], hol
     )
 
 
-def _api_addresses(settings: Settings, holder: int) -> list[str]:
-    """Where the holder's API may listen: the port `mbo run` wrote (if the run's API is the
-    holder, or the holder is unknown), then the configured one."""
-    host = settings.api.host.strip().strip("[]")
+def rows_through_api(settings: Settings, base: str, query: str) -> list[dict[str, Any]] | None:
+    """The rows of a query asked of the API at `base` (`POST /v1/sql`, read-only and bounded
+    there), with their JSON values; None when nothing answers or the API refuses it."""
+    import orjson  # noqa: PLC0415
+
+    token = settings.api.token.get_secret_value() if settings.api.token else None
+    answer = _post(f"{base}/v1/sql", orjson.dumps({"query": query, "params": {}}), token)
+    if answer is None or answer[0] != 200 or not isinstance(answer[1], dict):
+        return None
+    return _rows(answer[1])
+
+
+def _rows(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a `POST /v1/sql` answer as {column: value}."""
+    names = [column["name"] for column in payload["columns"]]
+    return [dict(zip(names, row, strict=True)) for row in payload["rows"]]
+
+
+def api_address(host: str, port: int) -> str:
+    """http://host:port of an API bound to `host` (a wildcard bind answers on loopback)."""
+    host = host.strip().strip("[]")
     if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"  # a wildcard bind answers on loopback
+        host = "127.0.0.1"
     elif host == "::":
         host = "::1"
     shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def _api_addresses(settings: Settings, holder: int) -> list[str]:
+    """Where the holder's API may listen: the port `mbo run` wrote (if the run's API is the
+    holder, or the holder is unknown), then the configured one."""
     ports: list[int] = []
     run = settings.data_dir / "run"
     try:
@@ -160,7 +180,7 @@ def _api_addresses(settings: Settings, holder: int) -> list[str]:
         pass  # no run wrote them (the holder is `mbo api --with-sink` or another program)
     if settings.api.port not in ports:
         ports.append(int(settings.api.port))
-    return [f"http://{shown}:{port}" for port in ports]
+    return [api_address(settings.api.host, port) for port in ports]
 
 
 def _post(url: str, body: bytes, token: str | None) -> tuple[int, Any] | None:

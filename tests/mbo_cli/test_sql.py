@@ -12,7 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from mbo_cli.report import _clickhouse_counts, running_counts
+from mbo_cli.sql import api_address
 from mbo_core.kafka.probes import free_port
+from mbo_core.settings import load_settings
 from tests.api.pipeline import wait_until
 from tests.paths import CLX5, MBO, REPO
 
@@ -99,7 +102,8 @@ def test_while_a_run_holds_the_data_dir_the_query_goes_through_its_api(tmp_path:
     MBO_API__PORT is the run's only) as from the data directory after the run."""
     data = tmp_path / "data"
     log = tmp_path / "run.log"
-    run_env = {**os.environ, "MBO_API__PORT": str(free_port())}
+    port = free_port()
+    run_env = {**os.environ, "MBO_API__PORT": str(port)}
     with log.open("wb") as out:
         run = subprocess.Popen(
             [MBO, "run", "--replay", str(CLX5), "--data-dir", str(data)],
@@ -113,6 +117,8 @@ def test_while_a_run_holds_the_data_dir_the_query_goes_through_its_api(tmp_path:
         assert run.poll() is None, log.read_text()
         during = [mbo_sql(data, query, *params) for query, params in queries]
         refused = mbo_sql(data, "DROP TABLE bbo")
+        # The report's counts, asked of the run's API before its stages stop.
+        counted = running_counts(load_settings(data_dir=data), api_address("0.0.0.0", port))
     finally:
         run.send_signal(signal.SIGTERM)
         run.wait(timeout=120)
@@ -122,6 +128,9 @@ def test_while_a_run_holds_the_data_dir_the_query_goes_through_its_api(tmp_path:
     assert refused.stderr.startswith("mbo: error: query failed: Code: 164. DB::Exception:")
     assert "readonly" in refused.stderr and refused.stderr.count("\n") == 1
     after = [mbo_sql(data, query, *params) for query, params in queries]
+    assert counted == _clickhouse_counts(load_settings(data_dir=data))
+    assert counted is not None and counted[0]["mbo_records"] == 38_212
+    assert running_counts(load_settings(data_dir=data), api_address("", free_port())) is None
     # Line for line (sorted: the row counts' UNION ALL comes in either order).
     assert [sorted(done.stdout.splitlines()) for done in during] == [
         sorted(done.stdout.splitlines()) for done in after
