@@ -199,6 +199,17 @@ def main() -> None:
         help="most records per records message (MBO_PIPELINE__CHUNK_RECORDS; default: the "
         "setting's)",
     )
+    parser.add_argument(
+        "--compression",
+        default=None,
+        help="Kafka producer compression of every stage (MBO_KAFKA__COMPRESSION_TYPE; default: "
+        "the setting's)",
+    )
+    parser.add_argument(
+        "--broker-jvm-options",
+        default=None,
+        help="extra JVM options of the local broker (MBO_BROKER__JVM_OPTIONS)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="mbo-bench-") as tmp:
@@ -211,6 +222,10 @@ def main() -> None:
             settings["MBO_PIPELINE__CHUNK_LINGER_MS"] = str(args.chunk_linger_ms)
         if args.chunk_records is not None:
             settings["MBO_PIPELINE__CHUNK_RECORDS"] = str(args.chunk_records)
+        if args.broker_jvm_options is not None:
+            settings["MBO_BROKER__JVM_OPTIONS"] = args.broker_jvm_options
+        if args.compression is not None:
+            settings["MBO_KAFKA__COMPRESSION_TYPE"] = args.compression
         flat = run(big, work / "flat", "--max", workers=args.workers, settings=settings)
         slow = run(paced, work / "paced", "--rate", str(args.rate), workers=args.workers,
                    settings=settings)  # fmt: skip
@@ -222,6 +237,8 @@ def main() -> None:
                 "instruments": args.instruments,
                 "chunk_linger_ms": args.chunk_linger_ms,
                 "chunk_records": args.chunk_records,
+                "compression": args.compression,
+                "broker_jvm_options": args.broker_jvm_options,
                 "flat_out": {
                     "records": flat["records"],
                     "seconds": flat["seconds"],

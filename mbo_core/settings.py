@@ -527,6 +527,11 @@ class BrokerSettings(_Group):
         description="JVM heap of the broker (MiB): Kafka keeps messages in the page cache, not "
         "on the heap, so 1 GiB is ample on a 2-core/24 GiB machine.",
     )
+    jvm_options: str = Field(
+        default="",
+        description="Extra JVM options of the broker, space-separated, after the project's own "
+        "(a later -XX flag wins): e.g. '-XX:+AlwaysPreTouch' or a JMX port to look inside it.",
+    )
     start_timeout_s: float = Field(
         default=90.0,
         gt=0,

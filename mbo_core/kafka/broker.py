@@ -460,6 +460,7 @@ def _jvm_command(
         "-XX:+ExplicitGCInvokesConcurrent",
         "-XX:+ExitOnOutOfMemoryError",
         "-Djava.awt.headless=true",
+        *settings.broker.jvm_options.split(),
         f"-Dlog4j2.configurationFile={files.log4j2}",
         f"-Dkafka.logs.dir={files.logs}",
         "-cp",

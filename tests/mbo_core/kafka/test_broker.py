@@ -305,6 +305,16 @@ def test_class_archive_is_recorded_and_mapped_by_every_later_start(tmp_path: Pat
     assert len(meta["directory.id"]) == 22
 
 
+def test_extra_jvm_options_come_after_the_projects_own(tmp_path: Path) -> None:
+    settings = make_settings(
+        data_dir=tmp_path, broker={"jvm_options": " -XX:+AlwaysPreTouch  -Dmbo.probe=1 "}
+    )
+    command = _broker_command(settings)
+    extra = command.index("-XX:+AlwaysPreTouch")
+    assert command[extra + 1] == "-Dmbo.probe=1"
+    assert command.index("-XX:TieredStopAtLevel=1") < extra < command.index("kafka.Kafka")
+
+
 def _linked_libs(tmp_path: Path) -> Path:
     """tmp_path/kafka/libs: links to the installed Kafka's jars, without its archive and
     storage template (which sit beside the installed libs)."""
