@@ -167,7 +167,10 @@ def _descendants(pid: int) -> list[int]:
 
 
 def _stage_name(argv: list[bytes]) -> str:
-    words = [a.decode(errors="replace") for a in argv if a]
+    # A stage forked by mbo run's fork server has its command line as one title string.
+    words = b" ".join(argv).decode(errors="replace").split()
+    if "mbo_cli.forkserver" in words:
+        return "fork server"
     if "mbo_cli.main" in words:
         stage = words[words.index("mbo_cli.main") + 1 :]
         name = stage[0] if stage else "mbo"

@@ -32,6 +32,11 @@ class Worker(faust.Worker):
         arm_stop_deadline()
         super()._on_sigterm()
 
+    def _setproctitle(self, info: str, *, ident: str = "") -> None:
+        """Keep the process title `mbo process --worker-index N ...` (Faust would replace it
+        with `[Faust:Worker] -init- <app id>`, the same for every worker, once setproctitle is
+        installed, as mbo_cli.forkserver has it)."""
+
 
 def run_worker(
     settings: Settings, *, worker_index: int = 0, metrics_port: int | None = None

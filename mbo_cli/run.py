@@ -46,6 +46,7 @@ import typer
 
 from mbo_cli import databento_options as db_options
 from mbo_cli.databento_options import SymbolType
+from mbo_cli.forkserver import ForkServer
 from mbo_cli.produce import EXIT_BAD_INPUT
 from mbo_cli.progress import RunProgress
 from mbo_cli.supervisor import Supervisor, mbo_command
@@ -165,6 +166,10 @@ def run(
     # children run in sessions of their own, so nothing else would stop them).
     stop = _stop_on_signals()
     with contextlib.ExitStack() as stack:
+        # First, so that its imports overlap the broker's start (mbo_cli/forkserver.py).
+        forkserver = ForkServer.start(settings.data_dir / "run" / "logs" / "forkserver.log")
+        if forkserver is not None:
+            stack.callback(forkserver.close)
         # After the broker: starting it fails while another run holds this data dir, so --fresh
         # never deletes the data of a live run.
         local_broker = _local_broker(settings, stack, fresh=fresh)
@@ -181,7 +186,9 @@ def run(
         settings = load_settings(**overrides, kafka={"bootstrap_servers": bootstrap})
         asyncio.run(_ensure_topics(settings))
         run_dir = settings.data_dir / "run"
-        supervisor = Supervisor(run_dir=run_dir, env=env, broker=local_broker)
+        supervisor = Supervisor(
+            run_dir=run_dir, env=env, broker=local_broker, forkserver=forkserver
+        )
         stack.callback(supervisor.stop_all)
         ports = _start_stages(
             supervisor, settings, replay, rate, speed, loop, workers, run_dir, stop, live_args

@@ -7,12 +7,12 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from mbo_cli.forkserver import ForkServer, stage_command
 from mbo_core.errors import MboError
 
 if TYPE_CHECKING:
@@ -44,7 +44,19 @@ def _last_error(log_path: Path | None) -> str | None:
 
 def mbo_command(*args: str) -> list[str]:
     """The command line of `mbo ARGS...` run by this Python (no console script needed)."""
-    return [sys.executable, "-m", "mbo_cli.main", *args]
+    return stage_command(list(args))
+
+
+class StageProcess(Protocol):
+    """A stage's process: a `subprocess.Popen`, or a `ForkedProcess` from the fork server."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def send_signal(self, sig: int) -> None: ...
+    def kill(self) -> None: ...
 
 
 @dataclass
@@ -59,7 +71,7 @@ class Child:
     final_codes: frozenset[int] = frozenset()
     #: Why it ended for good with one of final_codes: its log's last error line.
     error: str | None = None
-    process: subprocess.Popen[bytes] | None = None
+    process: StageProcess | None = None
     restarts: int = 0
     log_path: Path | None = None
     finished: bool = False  # exited 0 on its own (e.g. the producer at the end of the file)
@@ -84,6 +96,9 @@ class Supervisor:
     run_dir: Path
     env: dict[str, str]
     broker: LocalBroker | None = None
+    #: Forks the stages (mbo_cli.forkserver); without one, or if it is gone, they are started
+    #: as commands.
+    forkserver: ForkServer | None = None
     max_restarts: int = 5
     children: dict[str, Child] = field(default_factory=dict)
     _broker_deaths: list[float] = field(default_factory=list)
@@ -108,9 +123,24 @@ class Supervisor:
         logs.mkdir(parents=True, exist_ok=True)
         child.log_path = logs / f"{child.name}.log"
         child.restart_at = None
-        out = child.log_path.open("ab")
+        child.process = self._forked(child) or self._command(child)
+        log.info("started %s (pid %d): mbo %s", child.name, child.process.pid, " ".join(child.args))
+        self._write_pids()
+
+    def _forked(self, child: Child) -> StageProcess | None:
+        if self.forkserver is None or child.log_path is None:
+            return None
         try:
-            child.process = subprocess.Popen(
+            return self.forkserver.spawn(child.args, self.env, child.log_path)
+        except OSError as exc:
+            log.warning("%s: starting stages as commands from now on", exc)
+            self.forkserver = None
+            return None
+
+    def _command(self, child: Child) -> StageProcess:
+        assert child.log_path is not None
+        with child.log_path.open("ab") as out:
+            return subprocess.Popen(
                 mbo_command(*child.args),
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -118,10 +148,6 @@ class Supervisor:
                 env=self.env,
                 start_new_session=True,  # Ctrl-C reaches `mbo run`, which stops children in order
             )
-        finally:
-            out.close()
-        log.info("started %s (pid %d): mbo %s", child.name, child.process.pid, " ".join(child.args))
-        self._write_pids()
 
     def check(self) -> bool:
         """Restart what died and may be restarted; MboError for one that may not.
@@ -220,9 +246,12 @@ class Supervisor:
         within mbo_core.shutdown.STOP_DEADLINE_S, so this takes seconds, not a sum of waits."""
         self._stop(list(reversed(self.children)), timeout)
         self._write_pids()
+        if self.forkserver is not None:
+            self.forkserver.close()
+            self.forkserver = None
 
     def _stop(self, names: list[str], timeout: float) -> None:
-        running: list[tuple[str, subprocess.Popen[bytes]]] = []
+        running: list[tuple[str, StageProcess]] = []
         for name in names:
             child = self.children.get(name)
             if child is None or child.process is None:
