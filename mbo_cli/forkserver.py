@@ -73,7 +73,7 @@ def stage_command(args: list[str]) -> list[str]:
 class ForkedProcess:
     """A stage forked by the fork server and re-parented to this process: the part of
     `subprocess.Popen`'s interface the supervisor uses (pid, returncode, poll, wait,
-    send_signal, terminate, kill)."""
+    send_signal, kill)."""
 
     def __init__(self, pid: int, args: list[str]) -> None:
         self.pid = pid
@@ -103,9 +103,6 @@ class ForkedProcess:
         # Until it is reaped here its pid cannot be reused, so this never hits another process.
         if self.poll() is None:
             os.kill(self.pid, sig)
-
-    def terminate(self) -> None:
-        self.send_signal(signal.SIGTERM)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)

@@ -96,8 +96,8 @@ class Supervisor:
     run_dir: Path
     env: dict[str, str]
     broker: LocalBroker | None = None
-    #: Forks the stages (mbo_cli.forkserver); without one, or if it is gone, they are started
-    #: as commands.
+    #: Forks the stages (mbo_cli.forkserver; its owner closes it); without one, or once it is
+    #: gone, they are started as commands.
     forkserver: ForkServer | None = None
     max_restarts: int = 5
     children: dict[str, Child] = field(default_factory=dict)
@@ -121,25 +121,24 @@ class Supervisor:
     def _spawn(self, child: Child) -> None:
         logs = self.run_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        child.log_path = logs / f"{child.name}.log"
+        child.log_path = log_path = logs / f"{child.name}.log"
         child.restart_at = None
-        child.process = self._forked(child) or self._command(child)
+        child.process = self._forked(child, log_path) or self._command(child, log_path)
         log.info("started %s (pid %d): mbo %s", child.name, child.process.pid, " ".join(child.args))
         self._write_pids()
 
-    def _forked(self, child: Child) -> StageProcess | None:
-        if self.forkserver is None or child.log_path is None:
+    def _forked(self, child: Child, log_path: Path) -> StageProcess | None:
+        if self.forkserver is None:
             return None
         try:
-            return self.forkserver.spawn(child.args, self.env, child.log_path)
+            return self.forkserver.spawn(child.args, self.env, log_path)
         except OSError as exc:
             log.warning("%s: starting stages as commands from now on", exc)
             self.forkserver = None
             return None
 
-    def _command(self, child: Child) -> StageProcess:
-        assert child.log_path is not None
-        with child.log_path.open("ab") as out:
+    def _command(self, child: Child, log_path: Path) -> StageProcess:
+        with log_path.open("ab") as out:
             return subprocess.Popen(
                 mbo_command(*child.args),
                 stdout=out,
@@ -246,9 +245,6 @@ class Supervisor:
         within mbo_core.shutdown.STOP_DEADLINE_S, so this takes seconds, not a sum of waits."""
         self._stop(list(reversed(self.children)), timeout)
         self._write_pids()
-        if self.forkserver is not None:
-            self.forkserver.close()
-            self.forkserver = None
 
     def _stop(self, names: list[str], timeout: float) -> None:
         running: list[tuple[str, StageProcess]] = []
