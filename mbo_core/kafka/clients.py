@@ -18,6 +18,7 @@ from __future__ import annotations
 import ssl
 from typing import Any, Literal
 
+import aiokafka.conn
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import CoordinatorLoadInProgressError, GroupCoordinatorNotAvailableError
@@ -28,6 +29,15 @@ from mbo_core.kafka import broker
 from mbo_core.settings import Settings
 
 AUTO_OFFSET_RESET: Literal["earliest"] = "earliest"
+
+# aiokafka reads every response through an asyncio StreamReader whose limit (64 KiB) pauses the
+# socket each time 128 KiB are buffered: a fetch response of several MB was read in dozens of
+# pause/resume round trips through the event loop. The limit bounds nothing else here (aiokafka
+# only calls readexactly), and a response is at most fetch_max_bytes (50 MiB) anyway. Set before
+# any connection exists, for aiokafka's clients and Faust's alike. Measured: fetching 234 MB of
+# the pipeline's topics 0.86 -> 0.77 CPU-s.
+READER_LIMIT = 16 * 1024 * 1024
+aiokafka.conn.READER_LIMIT = READER_LIMIT
 
 
 def bootstrap_servers(settings: Settings) -> str:
@@ -107,6 +117,7 @@ def consumer_kwargs(settings: Settings, role: str, group_id: str | None) -> dict
         "max_poll_interval_ms": kafka.max_poll_interval_ms,
         "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
         "isolation_level": "read_uncommitted",
+        "check_crcs": kafka.check_crcs,
     }
 
 
@@ -172,6 +183,7 @@ def faust_app_kwargs(settings: Settings) -> dict[str, Any]:
             None if kafka.compression_type == "none" else kafka.compression_type
         ),
         "topic_replication_factor": settings.topics.replication_factor,
+        "broker_check_crcs": kafka.check_crcs,
     }
     ssl_context = _ssl_context(settings)
     if kafka.security_protocol.startswith("SASL"):

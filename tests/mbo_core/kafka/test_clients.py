@@ -51,6 +51,19 @@ def test_consumer_options_start_earliest_and_commit_by_hand() -> None:
     assert (options["session_timeout_ms"], options["heartbeat_interval_ms"]) == (2000, 500)
 
 
+def test_consumers_check_crcs_only_when_asked() -> None:
+    assert consumer_kwargs(make_settings(**EXTERNAL), "sink", None)["check_crcs"] is False
+    asked = make_settings(kafka={**EXTERNAL["kafka"], "check_crcs": True})
+    assert consumer_kwargs(asked, "sink", None)["check_crcs"] is True
+    assert faust_app_kwargs(asked)["broker_check_crcs"] is True
+
+
+def test_responses_are_read_without_pausing_the_socket_every_128_kib() -> None:
+    import aiokafka.conn  # noqa: PLC0415
+
+    assert aiokafka.conn.READER_LIMIT >= 16 * 1024 * 1024
+
+
 def test_prod_profile_has_long_session_timeouts() -> None:
     prod = make_settings(profile="prod", clickhouse={"url": "http://ch:8123"}, **EXTERNAL)
     options = consumer_kwargs(prod, "sink", "g")
@@ -85,6 +98,7 @@ def test_faust_options_are_accepted_by_faust() -> None:
     assert conf.broker_session_timeout == 2.0
     assert conf.broker_heartbeat_interval == 0.5
     assert conf.consumer_auto_offset_reset == "earliest"
+    assert conf.broker_check_crcs is False
     assert str(conf.processing_guarantee) in ("at_least_once", "ProcessingGuarantee.AT_LEAST_ONCE")
 
 
