@@ -36,7 +36,7 @@ from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.records import MBO_DTYPE, join_records
 from mbo_core.wire import EventMessage, decode_bbo, decode_records, decode_snapshots
 from mbo_core.wire.layouts import EXT_CONSOLIDATED, EXT_CROSSED, EXT_FINAL, EXT_LOCKED
-from sink.native import Arrays, Column, Nullable, Strings
+from sink.native import Arrays, Column, Dictionary, Nullable
 
 TS = np.dtype(np.int64)  # DateTime64(9) travels as Int64 nanoseconds
 
@@ -170,8 +170,8 @@ def record_columns(chunks: Sequence[RecordChunk]) -> dict[str, Column]:
         # Same-size reinterpretation (u8 ns -> Int64 ticks, u1 code -> Int8): timestamps below
         # 2^63 and ASCII codes below 128 keep their value.
         columns[name] = np.ascontiguousarray(field).view(dtype)
-    columns["symbol"] = _repeated([chunk.symbol for chunk in chunks], counts)
-    columns["replay_id"] = _repeated([chunk.replay_id for chunk in chunks], counts)
+    columns["symbol"] = Dictionary.repeated([chunk.symbol for chunk in chunks], counts)
+    columns["replay_id"] = Dictionary.repeated([chunk.replay_id for chunk in chunks], counts)
     columns["replay_copy"] = np.repeat(
         np.array([chunk.replay_copy for chunk in chunks], dtype=np.uint32), counts
     )
@@ -189,14 +189,6 @@ def record_columns(chunks: Sequence[RecordChunk]) -> dict[str, Column]:
 
 
 _NO_RECORDS = np.zeros(0, dtype=MBO_DTYPE)
-
-
-def _repeated(texts: list[str], counts: np.ndarray) -> Strings:
-    """A String column of texts[i] repeated counts[i] times (one per message's rows)."""
-    encoded = b"".join(
-        Strings.encode_one(text) * n for text, n in zip(texts, counts.tolist(), strict=True)
-    )
-    return Strings(encoded, int(counts.sum()))
 
 
 # ------------------------------------------------------------------------ bbo, snapshots
@@ -236,8 +228,8 @@ def event_columns(parts: Sequence[EventRows]) -> dict[str, Column]:
     columns: dict[str, Column] = {
         "instrument_id": np.ascontiguousarray(records["instrument_id"]),
         "publisher_id": np.ascontiguousarray(records["publisher_id"]),
-        "symbol": _repeated([c.symbol or "" for c in contexts], counts),
-        "replay_id": _repeated([c.replay_id for c in contexts], counts),
+        "symbol": Dictionary.repeated([c.symbol or "" for c in contexts], counts),
+        "replay_id": Dictionary.repeated([c.replay_id for c in contexts], counts),
         "replay_copy": np.repeat(
             np.array([c.replay_copy for c in contexts], dtype=np.uint32), counts
         ),

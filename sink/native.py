@@ -14,7 +14,11 @@ data. Data layouts used here (ClickHouse `Serialization*` classes):
 * String: per row a varint byte length and the UTF-8 bytes;
 * Nullable(T): one UInt8 per row (1 = NULL), then the T column (any value under a NULL);
 * Array(T): UInt64 cumulative end offsets, one per row, then the flattened T column;
-* Map(K, V): as Array(Tuple(K, V)): offsets, then the K column, then the V column.
+* Map(K, V): as Array(Tuple(K, V)): offsets, then the K column, then the V column;
+* LowCardinality(String): a UInt64 serialization version (1), then UInt64 flags (the index
+  width, with "additional keys" and "update dictionary" set: the block carries its own
+  dictionary), the UInt64 key count, the keys as a String column, the UInt64 row count and one
+  index per row into the keys (UInt8/16/32 by the key count).
 
 The type named in a block may differ from the table's: the server converts (e.g. String into
 LowCardinality(String), Int8 codes into Enum8 - without checking the code). The same bytes
@@ -129,7 +133,64 @@ class Maps:
         ]
 
 
-Column: TypeAlias = np.ndarray | Strings | Nullable | Arrays | Maps
+@dataclass(frozen=True, slots=True)
+class Dictionary:
+    """LowCardinality(String): the distinct values and one index per row into them.
+
+    Why: a String column sent for a LowCardinality one makes the engine hash every row's value
+    to build the dictionary itself; the sink's symbol and replay_id columns hold one value per
+    message, so the dictionary is known up front. Measured into chDB on 2M raw records: both
+    columns as String cost ~0.3 of the insert's 1.9 CPU-s."""
+
+    keys: tuple[str, ...]
+    indexes: np.ndarray  # uint8, uint16 or uint32 (by the number of keys)
+
+    @classmethod
+    def repeated(cls, texts: Sequence[str], counts: np.ndarray) -> Dictionary:
+        """texts[i] repeated counts[i] times (one per message's rows)."""
+        keys: dict[str, int] = {}
+        codes = [keys.setdefault(text, len(keys)) for text in texts]
+        dtype = _index_dtype(len(keys))
+        return cls(tuple(keys), np.repeat(np.array(codes, dtype=dtype), counts))
+
+    def to_list(self) -> list[str]:
+        return [self.keys[i] for i in self.indexes.tolist()]
+
+
+def _index_dtype(keys: int) -> np.dtype:
+    if keys <= 0xFF:
+        return np.dtype(np.uint8)
+    return np.dtype(np.uint16) if keys <= 0xFFFF else np.dtype(np.uint32)
+
+
+#: SerializationLowCardinality: the index width in the low byte (0 = UInt8 ... 2 = UInt32),
+#: HasAdditionalKeysBit (1 << 9) and NeedUpdateDictionary (1 << 10).
+_LC_VERSION = 1
+_LC_WIDTH = {1: 0, 2: 1, 4: 2}
+_LC_OWN_KEYS = (1 << 9) | (1 << 10)
+
+
+def _dictionary_bytes(column: Dictionary) -> bytes:
+    rows = len(column.indexes)
+    if rows == 0:
+        return b""  # the engine reads no column data at all in a block of no rows
+    prefix = _LC_VERSION.to_bytes(8, "little")
+    indexes = np.ascontiguousarray(column.indexes)
+    width = _LC_WIDTH[indexes.dtype.itemsize]
+    keys = b"".join(Strings.encode_one(key) for key in column.keys)
+    return b"".join(
+        [
+            prefix,
+            (_LC_OWN_KEYS | width).to_bytes(8, "little"),
+            len(column.keys).to_bytes(8, "little"),
+            keys,
+            rows.to_bytes(8, "little"),
+            indexes.tobytes(),
+        ]
+    )
+
+
+Column: TypeAlias = np.ndarray | Strings | Nullable | Arrays | Maps | Dictionary
 
 
 def row_count(column: Column) -> int:
@@ -139,6 +200,8 @@ def row_count(column: Column) -> int:
         return len(column.values)
     if isinstance(column, Arrays | Maps):
         return len(column.offsets)
+    if isinstance(column, Dictionary):
+        return len(column.indexes)
     return len(column)
 
 
@@ -173,6 +236,16 @@ def concat(parts: Sequence[Column]) -> Column:
             _concat_offsets([a.offsets for a in arrays]),
             np.concatenate([a.values for a in arrays]),
         )
+    if isinstance(first, Dictionary):
+        dictionaries = [part for part in parts if isinstance(part, Dictionary)]
+        keys: dict[str, int] = {}
+        remapped = []
+        for d in dictionaries:
+            # Each part's keys get their index in the joined dictionary; its rows follow.
+            mapping = np.array([keys.setdefault(k, len(keys)) for k in d.keys], dtype=np.uint32)
+            remapped.append(mapping[d.indexes] if len(d.indexes) else np.zeros(0, np.uint32))
+        indexes = np.concatenate(remapped).astype(_index_dtype(len(keys)))
+        return Dictionary(tuple(keys), indexes)
     if isinstance(first, Maps):
         maps = [part for part in parts if isinstance(part, Maps)]
         return Maps(
@@ -204,6 +277,8 @@ def _column_bytes(spec: ColumnSpec, column: Column) -> bytes:
     dtype = spec.dtype
     if isinstance(column, Strings):
         return column.data
+    if isinstance(column, Dictionary):
+        return _dictionary_bytes(column)
     if dtype is None:
         raise TypeError(f"column {spec.name}: {spec.native_type} needs Strings")
     if isinstance(column, Nullable):

@@ -42,13 +42,14 @@ def _ts(name: str) -> ColumnSpec:
 
 
 # Types as sent. They differ from the DDL where the server converts cheaply and exactly:
-# LowCardinality(String) travels as String, Enum8 as its Int8 code. The Int8 -> Enum8
-# conversion does NOT check the code (measured: an unknown code is stored and every later
-# toString(action) fails), which is why sink.decode refuses records whose action or side the
-# enums lack.
+# Enum8 travels as its Int8 code. (LowCardinality(String) travels as itself, with the block's
+# own dictionary, sink.native.Dictionary: the engine need not hash every row's string.) The
+# Int8 -> Enum8 conversion does NOT check the code (measured: an unknown code is stored and
+# every later toString(action) fails), which is why sink.decode refuses records whose action or
+# side the enums lack.
 #: The run the rows belong to (the records message's replay-id and replay-copy headers).
 _RUN = (
-    _spec("replay_id", "String", None),
+    _spec("replay_id", "LowCardinality(String)", None),
     _spec("replay_copy", "UInt32", np.uint32),
 )
 _KEY_TAIL = (
@@ -63,7 +64,7 @@ MBO_RECORDS_COLUMNS: tuple[ColumnSpec, ...] = (
     _spec("sequence", "UInt32", np.uint32),
     _spec("publisher_id", "UInt16", np.uint16),
     _spec("instrument_id", "UInt32", np.uint32),
-    _spec("symbol", "String", None),
+    _spec("symbol", "LowCardinality(String)", None),
     _spec("order_id", "UInt64", np.uint64),
     _spec("price", "Int64", np.int64),
     _spec("size", "UInt32", np.uint32),
@@ -77,7 +78,7 @@ MBO_RECORDS_COLUMNS: tuple[ColumnSpec, ...] = (
 _EVENT_HEAD = (
     _spec("instrument_id", "UInt32", np.uint32),
     _spec("publisher_id", "UInt16", np.uint16),
-    _spec("symbol", "String", None),
+    _spec("symbol", "LowCardinality(String)", None),
     _ts("ts_event"),
     _ts("ts_recv"),
     _spec("sequence", "Nullable(UInt32)", np.uint32),

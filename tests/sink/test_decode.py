@@ -27,7 +27,7 @@ from sink.decode import (
     event_columns,
     record_columns,
 )
-from sink.native import Arrays, Nullable, Strings
+from sink.native import Arrays, Dictionary, Nullable, Strings
 from tests.sink.wire import (
     CENT,
     CLX5_INSTRUMENT,
@@ -58,7 +58,7 @@ def _list(column: object) -> list[Any]:
     if isinstance(column, np.ndarray):
         values: list[Any] = column.tolist()
         return values
-    assert isinstance(column, Strings | Nullable | Arrays)
+    assert isinstance(column, Strings | Nullable | Arrays | Dictionary)
     return column.to_list()
 
 

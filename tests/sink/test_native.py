@@ -8,6 +8,7 @@ import pytest
 from sink.native import (
     Arrays,
     ColumnSpec,
+    Dictionary,
     Maps,
     Nullable,
     Strings,
@@ -67,6 +68,30 @@ def test_block_layout() -> None:
         ]
     )  # fmt: skip
     assert block == expected
+
+
+def test_dictionary_layout() -> None:
+    column = Dictionary.repeated(["CLX5", "CLZ5", "CLX5"], np.array([2, 1, 1]))
+    assert column.keys == ("CLX5", "CLZ5")
+    assert column.indexes.tolist() == [0, 0, 1, 0]
+    assert column.to_list() == ["CLX5", "CLX5", "CLZ5", "CLX5"]
+    block = encode_block([ColumnSpec("s", "LowCardinality(String)")], {"s": column})
+    u64 = [(v).to_bytes(8, "little") for v in (1, (1 << 9) | (1 << 10), 2, 4)]
+    assert block == b"".join(
+        [b"\x01\x04", b"\x01s\x16LowCardinality(String)", u64[0], u64[1], u64[2],
+         b"\x04CLX5\x04CLZ5", u64[3], bytes([0, 0, 1, 0])]
+    )  # fmt: skip
+    wide = Dictionary.repeated([str(i) for i in range(256)], np.ones(256, dtype=np.int64))
+    assert wide.indexes.dtype == np.uint16
+
+
+def test_dictionaries_concatenate_into_one() -> None:
+    first = Dictionary.repeated(["a", "b"], np.array([1, 2]))
+    second = Dictionary.repeated(["c", "a"], np.array([1, 1]))
+    joined = concat([first, second])
+    assert isinstance(joined, Dictionary)
+    assert joined.keys == ("a", "b", "c")
+    assert joined.to_list() == ["a", "b", "b", "c", "a"]
 
 
 def test_block_refuses_wrong_dtype_length_and_missing_columns() -> None:

@@ -14,6 +14,7 @@ from mbo_core.quality import QUALITY_FIELDS
 from mbo_core.storage.clickhouse import apply_schema
 from mbo_core.wire import Encoded
 from sink.decode import EventRows, Kind, RecordChunk, decode_message, record_columns
+from sink.native import ColumnSpec, Dictionary, encode_block
 from sink.writer import InsertError, check_tables, insert_block, insert_events, insert_records
 from tests.sink.wire import (
     CENT,
@@ -66,6 +67,43 @@ def test_records_round_trip_exactly(clickhouse_client: Client) -> None:
         for j, r in enumerate(chunk)
     ]  # fmt: skip
     assert rows == expected
+
+
+def test_records_keep_each_messages_symbol_and_run(clickhouse_client: Client) -> None:
+    """symbol and replay_id travel as LowCardinality with the block's own dictionary: each row
+    gets its message's values back, whatever their order."""
+    apply_schema(clickhouse_client)
+    chunks = event_chunks(clx5_records(), 50)[:4]
+    runs = [("CLX5", "run-a", 1), ("CLZ5", "run-b", 1), ("CLX5", "run-b", 2), ("", "", 0)]
+    insert_records(
+        clickhouse_client,
+        [
+            RecordChunk(0, i, symbol, 0, chunk, replay_id=run, replay_copy=copy)
+            for i, (chunk, (symbol, run, copy)) in enumerate(zip(chunks, runs, strict=True))
+        ],
+    )
+    rows = _rows(
+        clickhouse_client,
+        "SELECT source_offset, symbol, replay_id, replay_copy, count() FROM mbo_records "
+        "GROUP BY ALL ORDER BY source_offset",
+    )
+    assert rows == [(i, *run, len(chunks[i])) for i, run in enumerate(runs)]
+
+
+@pytest.mark.parametrize("keys", [0, 1, 300, 70_000])
+def test_dictionary_columns_of_every_index_width(clickhouse_client: Client, keys: int) -> None:
+    """UInt8, UInt16 and UInt32 indexes, and an empty column, as the engine reads them."""
+    clickhouse_client.command(
+        "CREATE TABLE lc (s LowCardinality(String), n UInt32) ENGINE = MergeTree ORDER BY n"
+    )
+    texts = [f"key-{i}" for i in range(keys)]
+    counts = np.full(keys, 2, dtype=np.int64)
+    column = Dictionary.repeated(texts, counts)
+    specs = [ColumnSpec("s", "LowCardinality(String)"), ColumnSpec("n", "UInt32", np.dtype("u4"))]
+    block = encode_block(specs, {"s": column, "n": np.arange(2 * keys, dtype=np.uint32)})
+    clickhouse_client.raw_insert("lc", ["s", "n"], block, fmt="Native")
+    rows = _rows(clickhouse_client, "SELECT s FROM lc ORDER BY n")
+    assert [row[0] for row in rows] == [text for text in texts for _ in range(2)]
 
 
 def _event_rows(kind: Kind, message: Encoded) -> EventRows:
