@@ -34,7 +34,7 @@ from mbo_core.dbn import open_mbo
 from mbo_core.settings import ClickHouseSettings, Settings
 from mbo_core.storage.clickhouse import apply_schema, connect, insert_columns
 from sink.decode import RecordChunk, record_columns
-from sink.native import Strings
+from sink.native import Dictionary
 from sink.writer import insert_records
 
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "shared" / "data" / "CLX5_mbo.dbn"
@@ -94,9 +94,12 @@ def bench_arrow(settings: Settings, chunks: list[RecordChunk], batch: int) -> di
         rows = 0
         for part in batches_of(chunks, batch):
             columns: dict[str, Any] = dict(record_columns(part))
-            symbol = columns.pop("symbol")
-            assert isinstance(symbol, Strings)
-            columns["symbol"] = ["CLX5"] * symbol.rows
+            # Arrow takes the string columns as Python lists (the Native path's Dictionary is
+            # its own layout).
+            for name in ("symbol", "replay_id"):
+                strings = columns.pop(name)
+                assert isinstance(strings, Dictionary)
+                columns[name] = strings.to_list()
             rows += insert_columns(client, "mbo_records", columns)
         seconds = time.perf_counter() - started
     finally:

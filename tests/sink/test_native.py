@@ -85,6 +85,14 @@ def test_dictionary_layout() -> None:
     assert wide.indexes.dtype == np.uint16
 
 
+def test_a_dictionary_goes_only_under_a_low_cardinality_type() -> None:
+    column = Dictionary.repeated(["a"], np.array([1]))
+    with pytest.raises(TypeError, match="String needs no Dictionary"):
+        encode_block([ColumnSpec("s", "String")], {"s": column})
+    with pytest.raises(TypeError, match=r"LowCardinality\(String\) needs a Dictionary"):
+        encode_block([ColumnSpec("s", "LowCardinality(String)")], {"s": Strings.of(["a"])})
+
+
 def test_dictionaries_concatenate_into_one() -> None:
     first = Dictionary.repeated(["a", "b"], np.array([1, 2]))
     second = Dictionary.repeated(["c", "a"], np.array([1, 1]))
