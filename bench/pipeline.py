@@ -21,6 +21,8 @@ stored by the broker (its log segments: record batches with their headers).
 `cost_while_replaying` is the same from the CPU each process used between the first record sent
 and the drain only: the pipeline's cost per record without the processes' start-up (imports,
 JIT, the broker's boot) and `mbo run`'s report, which a longer replay spreads thinner.
+`api_sink_threads` splits the API + sink process (which embeds chDB) into its Python threads
+and the engine's (threads named by chDB: inserts, merges), whole run and while replaying.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.procstat import cpu_seconds
+from bench.procstat import cpu_seconds, thread_times
 
 MBO = [sys.executable, "-m", "mbo_cli.main"]
 
@@ -62,7 +64,7 @@ def run(
          "--until-drained", "--data-dir", str(work / "data"), "--report", str(report)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
     )  # fmt: skip
-    samples = _watch_cpu(process)
+    samples, split = _watch_cpu(process)
     if process.returncode != 0:
         raise SystemExit(f"mbo run failed ({process.returncode}); see {work / 'data' / 'run'}")
     figures: dict[str, Any] = json.loads(report.read_text())
@@ -71,8 +73,17 @@ def run(
     topic_bytes = _topic_bytes(work / "data")
     figures["cost"] = cost(figures, cpu, topic_bytes)
     begin = figures["producer"]["first_sent_ns"] / 1e9
-    replaying = _totals(samples, window=(begin, begin + figures["seconds"]))
+    window = (begin, begin + figures["seconds"])
+    replaying = _totals(samples, window=window)
     figures["cost_while_replaying"] = cost(figures, replaying, topic_bytes)
+    records = max(int(figures["records"]), 1)
+    figures["api_sink_threads"] = {
+        "cpu_seconds": _split_totals(split),
+        "cpu_us_per_record_while_replaying": {
+            name: round(seconds / records * 1e6, 2)
+            for name, seconds in _split_totals(split, window=window).items()
+        },
+    }
     return figures
 
 
@@ -106,15 +117,26 @@ def _topic_bytes(data_dir: Path) -> dict[str, int]:
 
 #: Per process: its stage name and (wall-clock time, CPU seconds so far) samples.
 Samples = dict[int, tuple[str, list[tuple[float, float]]]]
+#: Per (process, part of it): (wall-clock time, CPU seconds so far) samples.
+SplitSamples = dict[tuple[int, str], list[tuple[float, float]]]
 
 
-def _watch_cpu(process: subprocess.Popen[bytes]) -> Samples:
+#: The process whose threads are split into Python's and the engine's (API and sink share it
+#: with chDB, whose insert and merge threads are its largest term).
+SPLIT_STAGE = "api+sink"
+
+
+def _watch_cpu(process: subprocess.Popen[bytes]) -> tuple[Samples, SplitSamples]:
     """CPU seconds (user + system) of each process of the run, sampled every 0.2 s from /proc
     until the run ends, so it shows where the two cores went: the stages, the broker and
-    `mbo run` itself. Empty where there is no /proc.
+    `mbo run` itself; and, apart, the API + sink process's CPU split into its Python threads
+    and chDB's (bench.procstat.thread_split). Empty where there is no /proc.
     """
     seen: Samples = {}
+    split: SplitSamples = {}
+    threads_seen: ThreadsSeen = {}
     while process.poll() is None:
+        now = time.time()
         for pid in [process.pid, *_descendants(process.pid)]:
             try:
                 seconds = cpu_seconds(pid)
@@ -125,10 +147,38 @@ def _watch_cpu(process: subprocess.Popen[bytes]) -> Samples:
             if pid in seen and name == "?":  # exited: its command line is gone, its name is not
                 name = seen[pid][0]
             history = seen[pid][1] if pid in seen else []
-            history.append((time.time(), seconds))
+            history.append((now, seconds))
             seen[pid] = (name, history)
+            if name == SPLIT_STAGE:
+                _sample_split(split, threads_seen, pid, now)
         time.sleep(0.2)
-    return seen
+    return seen, split
+
+
+#: Per process: every thread seen so far, whether it is Python's, and its CPU seconds when last
+#: seen (threads end before their process: the engine's pools at shutdown).
+ThreadsSeen = dict[int, dict[int, tuple[bool, float]]]
+
+
+def _sample_split(split: SplitSamples, threads_seen: ThreadsSeen, pid: int, now: float) -> None:
+    try:
+        name, threads = thread_times(pid)
+    except OSError:
+        return
+    seen = threads_seen.setdefault(pid, {})
+    for tid, (thread, seconds) in threads.items():
+        seen[tid] = (thread == name, seconds)
+    python = sum(seconds for own, seconds in seen.values() if own)
+    engine = sum(seconds for own, seconds in seen.values() if not own)
+    split.setdefault((pid, "python"), []).append((now, python))
+    split.setdefault((pid, "chdb"), []).append((now, engine))
+
+
+def _split_totals(
+    split: SplitSamples, window: tuple[float, float] | None = None
+) -> dict[str, float]:
+    as_samples: Samples = {i: (part, h) for i, ((_, part), h) in enumerate(split.items())}
+    return _totals(as_samples, window)
 
 
 def _totals(samples: Samples, window: tuple[float, float] | None = None) -> dict[str, float]:
@@ -250,6 +300,7 @@ def main() -> None:
                     "cpu_seconds": flat["cpu_seconds"],
                     "cost": flat["cost"],
                     "cost_while_replaying": flat["cost_while_replaying"],
+                    "api_sink_threads": flat["api_sink_threads"],
                 },
                 "paced": {
                     "target_rate": args.rate,

@@ -13,3 +13,20 @@ def cpu_seconds(pid: int) -> float:
     # The command name in parentheses may hold spaces: split what follows it.
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
+def thread_times(pid: int) -> tuple[str, dict[int, tuple[str, float]]]:
+    """The process's own name and, per live thread id, its name and CPU seconds so far. Python's
+    threads carry the process's name; a library may name its own (chDB's engine names its
+    pools: ThreadPool, MergeMutate, ...). OSError once the process is gone."""
+    name = Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
+    threads: dict[int, tuple[str, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue  # the thread ended between the listing and the read
+        thread = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat.rpartition(")")[2].split()
+        threads[int(task.name)] = (thread, (int(fields[11]) + int(fields[12])) / _TICKS_PER_S)
+    return name, threads
