@@ -17,10 +17,13 @@ from typer.testing import CliRunner
 from mbo_cli.produce import produce
 from mbo_core.errors import InputError
 from mbo_core.settings import ENV_PREFIX, Settings
+from tests.conftest import make_settings
 from tests.paths import CLX5
 from tests.producer.reading import check_chunks, file_records, read_topic
 
 COMMAND_TIMEOUT_S = 120
+#: The chunk bound `mbo produce` uses when nothing sets MBO_PIPELINE__CHUNK_RECORDS.
+DEFAULT_CHUNK = make_settings().pipeline.chunk_records
 
 
 def command(*args: str | Path) -> list[str]:
@@ -75,7 +78,7 @@ def test_produce_replays_the_file_and_writes_the_summary(
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["summary.json"]
 
     messages = read_topic(infra_settings)
-    check_chunks(messages, 1024)
+    check_chunks(messages, DEFAULT_CHUNK)
     assert sum(len(m.value) for m in messages) == (2 * 38_212 + 1) * 56
 
 
@@ -115,7 +118,7 @@ def test_a_signal_stops_cleanly_with_a_summary(
     if summary["messages"]:
         messages = read_topic(infra_settings, messages=summary["messages"])
         assert not any(m.end_of_stream for m in messages)
-        check_chunks(messages, 1024)
+        check_chunks(messages, DEFAULT_CHUNK)
         sent = b"".join(m.value for m in messages)
         assert sent == file_records(CLX5)[: summary["records_sent"]].tobytes()
 
