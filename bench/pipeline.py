@@ -119,6 +119,9 @@ def _topic_bytes(data_dir: Path) -> dict[str, int]:
 Samples = dict[int, tuple[str, list[tuple[float, float]]]]
 #: Per (process, part of it): (wall-clock time, CPU seconds so far) samples.
 SplitSamples = dict[tuple[int, str], list[tuple[float, float]]]
+#: Per process: every thread seen so far, whether it is Python's, and its CPU seconds when last
+#: seen (threads end before their process: the engine's pools at shutdown).
+ThreadsSeen = dict[int, dict[int, tuple[bool, float]]]
 
 
 #: The process whose threads are split into Python's and the engine's (API and sink share it
@@ -130,7 +133,7 @@ def _watch_cpu(process: subprocess.Popen[bytes]) -> tuple[Samples, SplitSamples]
     """CPU seconds (user + system) of each process of the run, sampled every 0.2 s from /proc
     until the run ends, so it shows where the two cores went: the stages, the broker and
     `mbo run` itself; and, apart, the API + sink process's CPU split into its Python threads
-    and chDB's (bench.procstat.thread_split). Empty where there is no /proc.
+    and chDB's (bench.procstat.thread_times). Empty where there is no /proc.
     """
     seen: Samples = {}
     split: SplitSamples = {}
@@ -153,11 +156,6 @@ def _watch_cpu(process: subprocess.Popen[bytes]) -> tuple[Samples, SplitSamples]
                 _sample_split(split, threads_seen, pid, now)
         time.sleep(0.2)
     return seen, split
-
-
-#: Per process: every thread seen so far, whether it is Python's, and its CPU seconds when last
-#: seen (threads end before their process: the engine's pools at shutdown).
-ThreadsSeen = dict[int, dict[int, tuple[bool, float]]]
 
 
 def _sample_split(split: SplitSamples, threads_seen: ThreadsSeen, pid: int, now: float) -> None:

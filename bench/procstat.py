@@ -8,11 +8,16 @@ from pathlib import Path
 _TICKS_PER_S = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
+def _stat_seconds(stat: str) -> float:
+    """utime + stime from the text of a /proc .../stat file."""
+    # The command name in parentheses may hold spaces: split what follows it.
+    fields = stat.rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a running process (all its threads); OSError once it is gone."""
-    # The command name in parentheses may hold spaces: split what follows it.
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / _TICKS_PER_S
+    return _stat_seconds(Path(f"/proc/{pid}/stat").read_text())
 
 
 def thread_times(pid: int) -> tuple[str, dict[int, tuple[str, float]]]:
@@ -27,6 +32,5 @@ def thread_times(pid: int) -> tuple[str, dict[int, tuple[str, float]]]:
         except OSError:
             continue  # the thread ended between the listing and the read
         thread = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat.rpartition(")")[2].split()
-        threads[int(task.name)] = (thread, (int(fields[11]) + int(fields[12])) / _TICKS_PER_S)
+        threads[int(task.name)] = (thread, _stat_seconds(stat))
     return name, threads

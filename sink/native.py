@@ -21,8 +21,8 @@ data. Data layouts used here (ClickHouse `Serialization*` classes):
   index per row into the keys (UInt8/16/32 by the key count).
 
 The type named in a block may differ from the table's: the server converts (e.g. Int8 codes
-into Enum8 - without checking the code). The same bytes
-go to chDB and to a server over HTTP (`client.raw_insert(..., fmt="Native")`).
+into Enum8 - without checking the code). The same bytes go to chDB and to a server over HTTP
+(`client.raw_insert(..., fmt="Native")`).
 """
 
 from __future__ import annotations
