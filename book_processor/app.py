@@ -3,7 +3,8 @@
 One agent consumes the records topic (raw bytes, keyed by instrument) through the consumer
 group `MBO_KAFKA__PROCESSOR_GROUP_ID`; several workers share its partitions. For each records
 message the partition's `BookPublisher` applies the records and the agent sends what it returns:
-one BBO message and any snapshots (mbo_core/wire/ has the formats).
+one BBO message and any snapshots (mbo_core/wire/ has the formats), each cut into several when
+it exceeds one produce request.
 
 Correctness does not rest on Faust's exactly-once or table recovery (neither works on every
 broker): the state of a partition is rebuilt from the records topic itself. When the agent meets
@@ -43,7 +44,7 @@ from mbo_core.kafka.clients import faust_app_kwargs, make_consumer
 from mbo_core.kafka.dead_letters import note_refusal
 from mbo_core.latency_log import LatencyLog
 from mbo_core.settings import Settings
-from mbo_core.wire import H_PROCESSED_NS, MalformedMessage, instrument_key
+from mbo_core.wire import H_PROCESSED_NS, Encoded, MalformedMessage, instrument_key, split_events
 
 log = logging.getLogger("book_processor")
 
@@ -314,10 +315,17 @@ def create_app(settings: Settings) -> faust.App:
     books = PartitionBooks(settings, CheckpointStore(faust_dir(settings) / "checkpoints",
                                                      topics.records.name))  # fmt: skip
     stage_metrics = _StageMetrics(topics.records.name, topics.bbo.name, topics.snapshots.name)
-    partitions = _Partitions(app.producer)
     dead_letters = _DeadLetterCopier(app.producer, topics.dead_letter.name)
     log_dir = settings.pipeline.latency_log_dir
     latencies = LatencyLog(log_dir) if log_dir is not None else None
+    outputs = _Outputs(
+        app.producer,
+        topics.bbo.name,
+        topics.snapshots.name,
+        max_bytes=settings.kafka.max_request_size,
+        metrics=stage_metrics,
+        latencies=latencies,
+    )
 
     @app.agent(records_topic)
     async def process(stream: faust.StreamT[bytes]) -> None:
@@ -333,16 +341,7 @@ def create_app(settings: Settings) -> faust.App:
             if out.rejected is not None:
                 await dead_letters.send(message, headers, out.rejected)
                 continue
-            await _send(
-                app.producer,
-                partitions,
-                out,
-                topics.bbo.name,
-                topics.snapshots.name,
-                message,
-                stage_metrics,
-                latencies,
-            )
+            await outputs.send(out, message)
             if books.messages % _QUALITY_EVERY_MESSAGES == 0 or out.end_of_stream:
                 _export_quality(publisher, out.instrument_id)
 
@@ -445,53 +444,62 @@ class _StageMetrics:
         self.snapshot_latency = metrics.END_TO_END_SECONDS.labels(STAGE, "snapshot")
 
 
-async def _send(
-    producer: Any,
-    partitions: _Partitions,
-    out: Published,
-    bbo_topic: str,
-    snapshots_topic: str,
-    message: Any,
-    m: _StageMetrics,
-    latencies: LatencyLog | None,
-) -> None:
-    """Hand the outputs to the Kafka producer's batches without waiting for their delivery.
+class _Outputs:
+    """Hands a records message's outputs to the Kafka producer's batches without waiting for
+    their delivery, each cut to fit one produce request (`split_events`: a flat-out chunk's BBO
+    rows can exceed it).
 
     Faust's own topic.send() goes through a buffer that sends one message at a time (~1 ms
     each here); Producer.send() appends to the client's batch and returns. At-least-once still
     holds: Faust flushes the producer before it commits any offset, so an input offset is never
     committed before the messages published for it were delivered.
     """
-    key = instrument_key(out.instrument_id)
-    now_ns = time.time_ns()
-    stamp = (H_PROCESSED_NS, str(now_ns).encode())
-    sent_ns = _sent_ns(message)
-    latency = (now_ns - sent_ns) / 1e9 if sent_ns else None
-    m.messages_in.inc()
-    m.records_in.inc(out.records)
-    if out.bbo is not None:
-        await producer.send(
-            bbo_topic, key, out.bbo.value, partitions(bbo_topic, key), None,
-            [*out.bbo.headers, stamp],
-        )  # fmt: skip
-        m.bbo_messages.inc()
-        m.bbo_events.inc(out.bbo_rows)
-        if latency is not None:
-            m.bbo_latency.observe(latency)
-            if latencies is not None:
-                latencies.add(sent_ns, now_ns)
-    if out.snapshots is not None:
-        partition = partitions(snapshots_topic, key)
-        await producer.send(
-            snapshots_topic, key, out.snapshots.value, partition, None,
-            [*out.snapshots.headers, stamp],
-        )  # fmt: skip
-        m.snapshot_messages.inc()
-        m.snapshot_events.inc(out.snapshot_count)
-        if latency is not None:
-            m.snapshot_latency.observe(latency)
-            if latencies is not None:
-                latencies.add(sent_ns, now_ns)
+
+    def __init__(
+        self,
+        producer: Any,
+        bbo_topic: str,
+        snapshots_topic: str,
+        *,
+        max_bytes: int,
+        metrics: _StageMetrics,
+        latencies: LatencyLog | None,
+    ) -> None:
+        self._producer = producer
+        self._partitions = _Partitions(producer)
+        self._bbo_topic = bbo_topic
+        self._snapshots_topic = snapshots_topic
+        self._max_bytes = max_bytes
+        self._metrics = metrics
+        self._latencies = latencies
+
+    async def send(self, out: Published, message: Any) -> None:
+        m = self._metrics
+        key = instrument_key(out.instrument_id)
+        now_ns = time.time_ns()
+        stamp = (H_PROCESSED_NS, str(now_ns).encode())
+        sent_ns = _sent_ns(message)
+        latency = (now_ns - sent_ns) / 1e9 if sent_ns else None
+        m.messages_in.inc()
+        m.records_in.inc(out.records)
+        for topic, encoded, rows, messages, events, latency_metric in (
+            (self._bbo_topic, out.bbo, out.bbo_rows, m.bbo_messages, m.bbo_events,
+             m.bbo_latency),
+            (self._snapshots_topic, out.snapshots, out.snapshot_count, m.snapshot_messages,
+             m.snapshot_events, m.snapshot_latency),
+        ):  # fmt: skip
+            if encoded is None:
+                continue
+            partition = self._partitions(topic, key)
+            whole = Encoded(encoded.value, [*encoded.headers, stamp])
+            for piece in split_events(whole, self._max_bytes):
+                await self._producer.send(topic, key, piece.value, partition, None, piece.headers)
+                messages.inc()
+            events.inc(rows)
+            if latency is not None:
+                latency_metric.observe(latency)
+                if self._latencies is not None:
+                    self._latencies.add(sent_ns, now_ns)
 
 
 def _sent_ns(message: Any) -> int:

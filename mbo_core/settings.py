@@ -556,15 +556,15 @@ class PipelineSettings(_Group):
     """How the stages cut, conflate and batch the stream (not where it goes)."""
 
     chunk_records: int = Field(
-        default=2048,
+        default=8192,
         ge=1,
         le=1_000_000,
         description="Producer: most records in one Kafka message (an event is never split, so a "
-        "larger event travels whole). Only flat-out replays fill chunks (paced ones send each "
-        "instrument's chunk every linger); every message costs each stage and the broker a "
-        "request's worth of CPU, so 2048 rather than 1024 saved the processor 0.5-0.8 CPU-s of a "
-        "2M-record run. Keep a chunk's outputs within one produce request: at most two BBO rows "
-        "of 152 bytes per record (a publisher's book and the consolidated one), 622 KB at 2048.",
+        "larger event travels whole; capped to fit MBO_KAFKA__MAX_REQUEST_SIZE). Only flat-out "
+        "replays fill chunks (paced ones send each instrument's chunk every linger); every "
+        "message costs each stage and the broker a request's worth of CPU, so 8192 rather than "
+        "2048 saved 1-1.5 CPU-µs per record of a flat 2M-record run. The processor cuts a "
+        "chunk's outputs that exceed one produce request into several messages.",
     )
     chunk_linger_ms: float = Field(
         default=50.0,

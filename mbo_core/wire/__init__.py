@@ -22,7 +22,13 @@ event headers; a reader refuses a version it does not know.
 """
 
 from mbo_core.wire.bbo import BBO_SCHEMA, bbo_json, decode_bbo, encode_bbo
-from mbo_core.wire.envelope import Encoded, EventContext, EventMessage
+from mbo_core.wire.envelope import (
+    Encoded,
+    EventContext,
+    EventMessage,
+    message_bytes,
+    split_events,
+)
 from mbo_core.wire.headers import H_PROCESSED_NS, MalformedMessage, instrument_key, key_instrument
 from mbo_core.wire.records import (
     RECORDS_SCHEMA,
@@ -53,5 +59,7 @@ __all__ = [
     "end_of_stream_headers",
     "instrument_key",
     "key_instrument",
+    "message_bytes",
     "records_headers",
+    "split_events",
 ]

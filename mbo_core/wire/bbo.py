@@ -1,7 +1,8 @@
 """The bbo topic (`mbo.bbo`): every best-level change, as DBN MBP-1 records.
 
-One message per records message whose events changed a best level: one MBP-1 record (80 bytes,
-`MBP1_DTYPE`) per change, in event order, with the message context and the ext rows in headers
+One message per records message whose events changed a best level (several consecutive ones
+when that exceeds a produce request: `split_events`): one MBP-1 record (80 bytes, `MBP1_DTYPE`)
+per change, in event order, with the message context and the ext rows in headers
 (mbo_core/wire/envelope.py). Fields of a record:
 
 * header: length 20, rtype 0x01, publisher_id (0 for the consolidated book: ext flag

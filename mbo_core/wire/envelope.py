@@ -168,6 +168,61 @@ def encode_events(
     return Encoded(records.tobytes(), headers)
 
 
+#: Kafka's fixed bytes around one record in a v2 batch of one: the batch header (61) and the
+#: record's own varints at their widest (length, timestamp and offset deltas, key and value
+#: lengths, header count: 5 each), plus 1 attribute byte. Each header adds two varints (10).
+_BATCH_OF_ONE_BYTES = 61 + 6 * 5 + 1
+_HEADER_VARINT_BYTES = 10
+#: The longest key a message can have: an instrument id (u32) in ASCII.
+_KEY_BYTES = 10
+
+
+def message_bytes(value: bytes, headers: Iterable[tuple[str, bytes]]) -> int:
+    """An upper bound of the bytes a keyed message takes in a produce request (a batch of one):
+    what the client and the broker hold against their limits (max.request.size,
+    max.message.bytes)."""
+    header_bytes = sum(_HEADER_VARINT_BYTES + len(k) + len(v) for k, v in headers)
+    return _BATCH_OF_ONE_BYTES + _KEY_BYTES + len(value) + header_bytes
+
+
+def split_events(message: Encoded, max_bytes: int) -> list[Encoded]:
+    """The event message as consecutive messages of whole records, each at most `max_bytes`
+    (`message_bytes`), as equal in size as possible; the message itself if it fits.
+
+    Every piece keeps the message's headers (its context) with its own slice of `ext`, so its
+    rows keep their identity (source position, record_index, publisher): consumers read the
+    pieces as they read the whole. How many pieces depends only on the message and the limit.
+    """
+    if message_bytes(message.value, message.headers) <= max_bytes:
+        return [message]
+    ext = next((v for k, v in message.headers if k == H_EXT), b"")
+    rows = len(ext) // EXT_DTYPE.itemsize
+    if not rows:
+        raise ValueError(f"an event message without records over {max_bytes} bytes")
+    row_bytes = (len(message.value) + len(ext)) // rows
+    fixed = message_bytes(b"", [(k, b"" if k == H_EXT else v) for k, v in message.headers])
+    fits = (max_bytes - fixed) // row_bytes
+    if fits < 1:
+        raise ValueError(
+            f"one {row_bytes}-byte event and its headers do not fit a {max_bytes}-byte message; "
+            "raise MBO_KAFKA__MAX_REQUEST_SIZE"
+        )
+    pieces = -(-rows // fits)
+    per_piece = -(-rows // pieces)
+    record_bytes = len(message.value) // rows
+    out = []
+    for start in range(0, rows, per_piece):
+        stop = min(start + per_piece, rows)
+        ext_slice = ext[start * EXT_DTYPE.itemsize : stop * EXT_DTYPE.itemsize]
+        out.append(
+            Encoded(
+                message.value[start * record_bytes : stop * record_bytes],
+                [(k, ext_slice if k == H_EXT else v) for k, v in message.headers],
+            )
+        )
+    return out
+
+
 def decode_events(
     schema: str,
     dtype: np.dtype,

@@ -1,8 +1,9 @@
 """The snapshots topic (`mbo.snapshots`): depth snapshots of books, as DBN MBP-10 records.
 
 One message per records message whose events produced snapshots (and one per instrument at its
-end-of-stream marker with every book's last state, ext flag EXT_FINAL): one MBP-10 record (368
-bytes, `MBP10_DTYPE`) per snapshot, in event order, context and ext rows in headers
+end-of-stream marker with every book's last state, ext flag EXT_FINAL; several consecutive ones
+when that exceeds a produce request: `split_events`): one MBP-10 record (368 bytes,
+`MBP10_DTYPE`) per snapshot, in event order, context and ext rows in headers
 (mbo_core/wire/envelope.py). Fields of a record:
 
 * header: length 92, rtype 0x0A, publisher_id (0 for the consolidated book: ext flag

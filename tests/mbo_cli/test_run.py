@@ -213,7 +213,8 @@ def test_generated_instruments_on_two_workers(tmp_path: Path) -> None:
 def test_several_publishers_and_an_open_tail_equal_mbo_book(tmp_path: Path) -> None:
     """Interleaved publishers of each instrument, and a file that ends mid-event: every raw
     record in ClickHouse, the BBO rows (consolidated ones too) and the final books are what
-    `mbo book` computes, and the open records are counted alike."""
+    `mbo book` computes, and the open records are counted alike. Produce requests of 128 KiB
+    (a records message of 2048 records is 115 KB): the processor cuts larger outputs."""
     source = generate(tmp_path / "tail.dbn", instruments=2, records=20_000, publishers=3,
                       seed=17)  # fmt: skip
     records = np.concatenate(list(open_mbo(source).batches()))
@@ -228,8 +229,18 @@ def test_several_publishers_and_an_open_tail_equal_mbo_book(tmp_path: Path) -> N
         subprocess.run([MBO, "book", str(source), "--events", str(tmp_path / "events.jsonl")],
                        capture_output=True, text=True, check=True, timeout=300).stdout
     )  # fmt: skip
-    report, data = mbo_run(tmp_path, source)
+    small_requests = {"MBO_KAFKA__MAX_REQUEST_SIZE": str(128 * 1024)}
+    os.environ.update(small_requests)
+    try:
+        report, data = mbo_run(tmp_path, source)
+    finally:
+        for name in small_requests:
+            os.environ.pop(name)
     assert report["rows"]["mbo_records"] == total
+    # Some records messages had more BBO rows (152 bytes each) than one request holds.
+    (largest,) = sql(data, "SELECT max(n) AS n FROM (SELECT count() AS n FROM bbo FINAL "
+                           "GROUP BY source_partition, source_offset)")  # fmt: skip
+    assert largest["n"] * 152 > 128 * 1024
     assert stored_bbo(data) == _bbo_rows_of_book_events(tmp_path / "events.jsonl")
     finals = {(b["instrument_id"], b["publisher_id"] or 0): b for b in book["books"]}
     assert sum(1 for key in finals if key[1] == 0) == 2  # both instruments consolidated

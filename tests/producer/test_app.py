@@ -195,7 +195,7 @@ def test_bad_options_fail_before_connecting() -> None:
 
 
 def test_chunk_bound_fits_one_request() -> None:
-    assert chunk_bound(make_settings()) == 2048
+    assert chunk_bound(make_settings()) == 8192
     small = make_settings(kafka={"max_request_size": 10 * 1024})
     assert chunk_bound(small) == (10 * 1024 - 1024) // 56
     assert chunk_bound(make_settings(pipeline={"chunk_records": 10})) == 10
