@@ -21,6 +21,8 @@ stored by the broker (its log segments: record batches with their headers).
 `cost_while_replaying` is the same from the CPU each process used between the first record sent
 and the drain only: the pipeline's cost per record without the processes' start-up (imports,
 JIT, the broker's boot) and `mbo run`'s report, which a longer replay spreads thinner.
+`cpu_seconds_by_phase` has each process's CPU seconds before the first record sent (imports,
+the broker's boot, group joins), while replaying, and after the drain (the report, the stop).
 `api_sink_threads` splits the API + sink process (which embeds chDB) into its Python threads
 and the engine's (threads named by chDB: inserts, merges), whole run and while replaying.
 """
@@ -76,6 +78,11 @@ def run(
     window = (begin, begin + figures["seconds"])
     replaying = _totals(samples, window=window)
     figures["cost_while_replaying"] = cost(figures, replaying, topic_bytes)
+    figures["cpu_seconds_by_phase"] = {
+        "before_first_send": _totals(samples, window=(0.0, window[0])),
+        "replaying": replaying,
+        "after_drain": _totals(samples, window=(window[1], float("inf"))),
+    }
     records = max(int(figures["records"]), 1)
     figures["api_sink_threads"] = {
         "cpu_seconds": _split_totals(split),
@@ -298,6 +305,7 @@ def main() -> None:
                     "cpu_seconds": flat["cpu_seconds"],
                     "cost": flat["cost"],
                     "cost_while_replaying": flat["cost_while_replaying"],
+                    "cpu_seconds_by_phase": flat["cpu_seconds_by_phase"],
                     "api_sink_threads": flat["api_sink_threads"],
                 },
                 "paced": {
