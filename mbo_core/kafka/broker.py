@@ -728,6 +728,7 @@ def build_class_archive(settings: Settings) -> Path:
                     f"the broker exited with code {exit_code} while recording its class "
                     f"archive: {_log_tail(log_file(scratch_settings)) or _log_tail(stdout_path)}"
                 )
+            _serve_archive_traffic(scratch_settings, cluster.port)
         finally:
             # SIGTERM: Kafka shuts down cleanly and the JVM writes the archive as it exits.
             _terminate(process, timeout_s=60.0)
@@ -735,6 +736,18 @@ def build_class_archive(settings: Settings) -> Path:
             raise MboError(f"the JVM wrote no class archive (its output: {_log_tail(stdout_path)})")
     partial.replace(target)
     return target
+
+
+def _serve_archive_traffic(settings: Settings, port: int) -> None:
+    """Have the scratch broker serve every kind of request the stages make, so that the classes
+    serving them are in the archive too (mbo_core/kafka/archive_traffic.py): without them each
+    run loaded and verified those classes from the jars at its first requests."""
+    import asyncio  # noqa: PLC0415
+
+    from mbo_core.kafka import archive_traffic  # noqa: PLC0415
+
+    kafka = settings.kafka.model_copy(update={"bootstrap_servers": f"{BROKER_HOST}:{port}"})
+    asyncio.run(archive_traffic.exercise(settings.model_copy(update={"kafka": kafka})))
 
 
 def start_broker(settings: Settings, *, detach: bool) -> BrokerState:

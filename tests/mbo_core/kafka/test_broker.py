@@ -279,6 +279,9 @@ def test_class_archive_is_recorded_and_mapped_by_every_later_start(tmp_path: Pat
     assert archive.stat().st_size > 10 << 20
     assert list(archive.parent.glob("*.partial")) == []
     assert f"-XX:SharedArchiveFile={archive}" in _broker_command(settings)
+    # Recorded while serving clients (mbo_core/kafka/archive_traffic.py): the classes of a
+    # consumer group's member are in it, which a broker that only booted never loads.
+    assert b"ClassicGroupMember" in archive.read_bytes()
     # The storage tool's bootstrap metadata of the scratch broker is kept as the template.
     template = broker.storage_template(settings)
     assert template.name == f"bootstrap-{broker.kafka_version(settings)}.checkpoint"
