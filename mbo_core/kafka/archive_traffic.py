@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import NewTopic
 
 from mbo_core.kafka.clients import make_admin, make_consumer, make_producer
@@ -91,12 +91,7 @@ async def _read_in_group(settings: Settings, topic: str, group: str) -> int:
     consumer = make_consumer(settings, "class-archive", topic, group_id=group)
     await consumer.start()
     try:
-        read = 0
-        while read < MESSAGES:
-            batches = await consumer.getmany(timeout_ms=1000)
-            read += sum(len(messages) for messages in batches.values())
-            await consumer.commit()
-        return read
+        return await _read_all(consumer, commit=True)
     finally:
         await consumer.stop()
 
@@ -109,10 +104,17 @@ async def _read_assigned(settings: Settings, topic: str) -> int:
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         await consumer.end_offsets(partitions)
-        read = 0
-        while read < MESSAGES:
-            batches = await consumer.getmany(timeout_ms=1000)
-            read += sum(len(messages) for messages in batches.values())
-        return read
+        return await _read_all(consumer, commit=False)
     finally:
         await consumer.stop()
+
+
+async def _read_all(consumer: AIOKafkaConsumer, *, commit: bool) -> int:
+    """Fetch until every message was read (committing after each fetch if `commit`)."""
+    read = 0
+    while read < MESSAGES:
+        batches = await consumer.getmany(timeout_ms=1000)
+        read += sum(len(messages) for messages in batches.values())
+        if commit:
+            await consumer.commit()
+    return read
