@@ -259,15 +259,28 @@ def java_executable(settings: Settings) -> str:
     return candidate
 
 
-def _proc_state(pid: int) -> str | None:
-    """The one-letter state from /proc (R, S, Z, ...), None if there is no such process."""
+def _proc_stat(pid: int) -> list[str] | None:
+    """/proc/<pid>/stat's fields after the command name (state first), None if no such process."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
         return None
     except OSError:
-        return "?"
-    return stat.rpartition(")")[2].split()[0]
+        return ["?"]
+    return stat.rpartition(")")[2].split()
+
+
+def _proc_state(pid: int) -> str | None:
+    """The one-letter state from /proc (R, S, Z, ...), None if there is no such process."""
+    fields = _proc_stat(pid)
+    return None if fields is None else fields[0]
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """When `pid` started (clock ticks since boot, /proc/<pid>/stat field 22): with the pid it
+    names one process, even one that is exiting and whose command line is already gone."""
+    fields = _proc_stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
 
 
 def _is_our_broker(state: BrokerState) -> bool:
@@ -762,13 +775,25 @@ def start_broker(settings: Settings, *, detach: bool) -> BrokerState:
     return state
 
 
-def _wait_gone(state: BrokerState, timeout_s: float) -> bool:
+def _wait_gone(state: BrokerState, started: str | None, timeout_s: float) -> bool:
+    """Wait until the broker has exited: its pid is gone, a zombie or another process.
+
+    `started` (its start time, taken while it was known to be ours) follows the process to its
+    end: an exiting JVM drops its command line before it becomes a zombie, so the command line
+    check alone would report it gone while it still holds its files and threads.
+    """
+
+    def gone() -> bool:
+        if started is None:
+            return not _is_our_broker(state)
+        return _proc_state(state.pid) in (None, "Z", "X") or _proc_start_time(state.pid) != started
+
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if not _is_our_broker(state):
+        if gone():
             return True
         time.sleep(_POLL_S)
-    return not _is_our_broker(state)
+    return gone()
 
 
 def _signal(pid: int, signum: signal.Signals) -> None:
@@ -777,11 +802,12 @@ def _signal(pid: int, signum: signal.Signals) -> None:
 
 
 def _stop_state(settings: Settings, state: BrokerState) -> None:
+    started = _proc_start_time(state.pid)
     if _is_our_broker(state):
         _signal(state.pid, signal.SIGTERM)
-        if not _wait_gone(state, settings.broker.stop_timeout_s):
+        if not _wait_gone(state, started, settings.broker.stop_timeout_s):
             _signal(state.pid, signal.SIGKILL)
-            if not _wait_gone(state, 5.0):
+            if not _wait_gone(state, started, 5.0):
                 raise MboError(f"the local broker (pid {state.pid}) survived SIGKILL")
     _remove_state(settings, state)
 

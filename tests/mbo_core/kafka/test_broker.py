@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -182,6 +184,30 @@ def test_state_file_of_a_recycled_pid_is_not_trusted(settings: Settings) -> None
     assert not broker.broker_status(settings).process_alive
     assert broker.stop_broker(settings) == fake  # removes the record, signals nobody
     assert not broker.state_file(settings).exists()
+
+
+def test_stop_waits_for_the_process_itself_not_its_command_line(settings: Settings) -> None:
+    # An exiting JVM drops its command line before it is a zombie; stopping once the command
+    # line no longer matched returned while the broker still ran. This process never matches,
+    # and the wait still follows it by its start time until it has exited.
+    exiting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.6)"])
+    try:
+        state = broker.BrokerState(
+            pid=exiting.pid,
+            host="127.0.0.1",
+            port=probes.free_port(),
+            controller_port=probes.free_port(),
+            config_file=str(settings.data_dir / "kafka" / "server.properties"),
+            log_file="",
+            started_at=0.0,
+        )
+        started = broker._proc_start_time(exiting.pid)
+        assert started is not None and not broker._is_our_broker(state)
+        assert broker._wait_gone(state, started, timeout_s=10.0)
+        assert not _pid_alive(exiting.pid)
+    finally:
+        exiting.kill()
+        exiting.wait()
 
 
 MESSAGES = 200
