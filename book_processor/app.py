@@ -35,6 +35,7 @@ from typing import Any
 import faust
 import numpy as np
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from faust.tables import TableManager
 
 from book_processor.checkpoint import CheckpointStore, fingerprint
 from book_processor.publishing import BookPublisher, Published
@@ -259,6 +260,23 @@ async def _fingerprint_at(
     return None
 
 
+class _TablelessManager(TableManager):
+    """Faust's table manager without the second it waits at every start for tables to register.
+
+    This app has no tables (a partition's books live in the agent and in checkpoints), and an
+    app's tables are declared before it starts, so the wait (`TableManager.on_start` sleeps
+    1 s, unconditionally) held back the consumer's subscription, and with it the whole
+    pipeline's start, by a second. An app with tables gets Faust's own start.
+    """
+
+    async def on_start(self) -> None:
+        if len(self):
+            await super().on_start()
+            return
+        await self._update_channels()
+        await self.recovery.start()
+
+
 def _skip_venusian() -> None:
     """Faust registers each agent and timer with venusian for `app.discover()`, which this app
     does not use (autodiscover is off: its agent and timer are defined here). The registration
@@ -320,6 +338,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_commit_every=1000,
         broker_commit_interval=0.5,
         stream_wait_empty=True,
+        TableManager=_TablelessManager,
         **faust_app_kwargs(settings),
     )
     topics = settings.topics

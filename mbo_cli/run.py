@@ -543,22 +543,36 @@ def _api_port(settings: Any) -> int:
 def _wait_consumers_ready(
     supervisor: Supervisor, settings: Any, workers: int, stop: list[int], timeout: float = 180
 ) -> None:
-    from mbo_core.kafka.clients import group_members  # noqa: PLC0415
+    from aiokafka.errors import KafkaError  # noqa: PLC0415
 
-    async def ready() -> bool:
-        kafka = settings.kafka
-        processors = await group_members(settings, kafka.processor_group_id)
-        sink = await group_members(settings, kafka.sink_group_id)
-        return processors == ("Stable", workers) and sink == ("Stable", 1)
+    from mbo_core.kafka.clients import OffsetWatch  # noqa: PLC0415
 
-    deadline = time.monotonic() + timeout
-    while not asyncio.run(ready()):
-        if stop:
-            raise MboError("interrupted while the stages were starting")
-        supervisor.check()
-        if time.monotonic() > deadline:
-            raise MboError(f"the consumers did not join within {timeout:.0f} s; see the logs")
-        time.sleep(0.3)
+    kafka = settings.kafka
+
+    async def wait() -> None:
+        deadline = time.monotonic() + timeout
+        # One admin client for the whole wait: a new one per look cost a connection, metadata
+        # and a coordinator lookup, in `mbo run` and in the broker, ten times a second.
+        async with OffsetWatch(settings) as watch:
+            while True:
+                try:
+                    processors = await watch.members(kafka.processor_group_id)
+                    sink = await watch.members(kafka.sink_group_id)
+                except KafkaError:
+                    await watch.reset()  # the broker was restarted: new connections
+                else:
+                    if processors == ("Stable", workers) and sink == ("Stable", 1):
+                        return
+                if stop:
+                    raise MboError("interrupted while the stages were starting")
+                supervisor.check()
+                if time.monotonic() > deadline:
+                    raise MboError(
+                        f"the consumers did not join within {timeout:.0f} s; see the logs"
+                    )
+                await asyncio.sleep(0.1)
+
+    asyncio.run(wait())
 
 
 def _stop_on_signals() -> list[int]:

@@ -229,9 +229,9 @@ async def topic_partitions(settings: Settings, *topics: str) -> list[TopicPartit
 
 
 class OffsetWatch:
-    """End offsets and committed offsets read again and again through one consumer and one
-    admin client (`async with OffsetWatch(settings) as watch`): a drain wait asks every half
-    second, and new clients each time would cost more than the answers.
+    """End offsets, committed offsets and group members read again and again through one
+    consumer and one admin client (`async with OffsetWatch(settings) as watch`): a drain wait
+    asks every half second, and new clients each time would cost more than the answers.
 
     Either client is made anew after a Kafka error (a broker restart), so a long wait goes on.
     """
@@ -285,6 +285,20 @@ class OffsetWatch:
         ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
         return {tp.partition: offset for tp, offset in ends.items()}
 
+    async def members(self, group_id: str) -> tuple[str, int]:
+        """(state, member count) of a consumer group, e.g. ("Stable", 2); ("Unknown", 0) while
+        the broker has no coordinator for it yet (its offsets topic is made on the first
+        request)."""
+        admin = await self._started_admin()
+        try:
+            (response,) = await admin.describe_consumer_groups([group_id])
+        except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
+            return "Unknown", 0
+        for error_code, group, state, _protocol_type, _protocol, members in response.groups:
+            if error_code == 0 and group == group_id:
+                return str(state), len(members)
+        return "Unknown", 0
+
     async def committed(self, group_id: str, topic: str, partitions: list[int]) -> dict[int, int]:
         """The group's committed offset per partition (-1: none)."""
         admin = await self._started_admin()
@@ -309,20 +323,3 @@ async def committed_offsets(
     """The group's committed offset per partition (-1: none), once."""
     async with OffsetWatch(settings) as watch:
         return await watch.committed(group_id, topic, partitions)
-
-
-async def group_members(settings: Settings, group_id: str) -> tuple[str, int]:
-    """(state, member count) of a consumer group, e.g. ("Stable", 2); ("Unknown", 0) while the
-    broker has no coordinator for it yet (its offsets topic is made on the first request)."""
-    admin = make_admin(settings, "groups")
-    await admin.start()
-    try:
-        (response,) = await admin.describe_consumer_groups([group_id])
-    except (GroupCoordinatorNotAvailableError, CoordinatorLoadInProgressError):
-        return "Unknown", 0
-    finally:
-        await admin.close()
-    for error_code, group, state, _protocol_type, _protocol, members in response.groups:
-        if error_code == 0 and group == group_id:
-            return str(state), len(members)
-    return "Unknown", 0

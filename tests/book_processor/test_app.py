@@ -3,10 +3,12 @@ keeps its local state under the data dir."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from pathlib import Path
 
 import pytest
+from faust.tables import TableManager
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from book_processor.app import create_app, faust_dir, warm_up
@@ -32,6 +34,33 @@ def test_building_the_app_reads_no_source(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(inspect, "getframeinfo", no_source)
     app = create_app(make_settings(kafka={"bootstrap_servers": "127.0.0.1:9"}))
     assert [agent.name for agent in app.agents.values()] == ["book_processor.app.process"]
+
+
+def test_the_table_manager_starts_without_faust_s_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faust's table manager slept 1 s at every start, for tables this app never has: the
+    consumer subscribed, and the pipeline started, a second late."""
+    app = create_app(make_settings(kafka={"bootstrap_servers": "127.0.0.1:9"}))
+    manager = app.tables
+    assert isinstance(manager, TableManager)
+    slept: list[float] = []
+    recovered: list[bool] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    async def start_recovery() -> None:
+        recovered.append(True)
+
+    monkeypatch.setattr(manager, "sleep", sleep)
+    monkeypatch.setattr(manager.recovery, "start", start_recovery)
+    # Nothing connects here: the consumer has no partitions yet, as at a real start.
+    monkeypatch.setattr(app.consumer, "assignment", set)
+    monkeypatch.setattr(app.consumer, "pause_partitions", lambda partitions: None)
+
+    asyncio.run(manager.on_start())
+    assert slept == []
+    assert recovered == [True]
+    assert manager._tables_registered.is_set()  # what the conductor waits for to subscribe
 
 
 def test_faust_keeps_its_state_under_the_data_dir(tmp_path: Path) -> None:
