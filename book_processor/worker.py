@@ -32,6 +32,15 @@ class Worker(faust.Worker):
         arm_stop_deadline()
         super()._on_sigterm()
 
+    async def _sentinel_task(self) -> None:
+        """The last task mode's worker runs before it closes its event loop, once every service
+        and future has been gathered: mode sleeps 1 s there, so every stop of a worker (the end
+        of `mbo run`, a restart, a scale-down) took a second longer than its shutdown. A few
+        passes of the loop still run what the stopping services scheduled last (transports
+        closing)."""
+        for _ in range(3):
+            await asyncio.sleep(0)
+
     def _setproctitle(self, info: str, *, ident: str = "") -> None:
         """Keep the process title `mbo process --worker-index N ...` (Faust would replace it
         with `[Faust:Worker] -init- <app id>`, the same for every worker, once setproctitle is
