@@ -168,10 +168,10 @@ def test_bootstrap_servers_without_broker_or_setting_says_what_to_do(settings: S
         clients.bootstrap_servers(settings)
 
 
-def test_state_file_of_a_recycled_pid_is_not_trusted(settings: Settings) -> None:
-    # Our own pid is alive but is not a broker started with that config file.
-    fake = broker.BrokerState(
-        pid=os.getpid(),
+def _state_of_other_process(settings: Settings, pid: int) -> broker.BrokerState:
+    """A broker state naming `pid`, a live process that is not a broker on this config file."""
+    return broker.BrokerState(
+        pid=pid,
         host="127.0.0.1",
         port=probes.free_port(),
         controller_port=probes.free_port(),
@@ -179,6 +179,11 @@ def test_state_file_of_a_recycled_pid_is_not_trusted(settings: Settings) -> None
         log_file="",
         started_at=0.0,
     )
+
+
+def test_state_file_of_a_recycled_pid_is_not_trusted(settings: Settings) -> None:
+    # Our own pid is alive but is not a broker started with that config file.
+    fake = _state_of_other_process(settings, os.getpid())
     broker.state_file(settings).parent.mkdir(parents=True)
     broker.state_file(settings).write_text(json.dumps(fake.__dict__))
     assert not broker.broker_status(settings).process_alive
@@ -192,15 +197,7 @@ def test_stop_waits_for_the_process_itself_not_its_command_line(settings: Settin
     # and the wait still follows it by its start time until it has exited.
     exiting = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.6)"])
     try:
-        state = broker.BrokerState(
-            pid=exiting.pid,
-            host="127.0.0.1",
-            port=probes.free_port(),
-            controller_port=probes.free_port(),
-            config_file=str(settings.data_dir / "kafka" / "server.properties"),
-            log_file="",
-            started_at=0.0,
-        )
+        state = _state_of_other_process(settings, exiting.pid)
         started = broker._proc_start_time(exiting.pid)
         assert started is not None and not broker._is_our_broker(state)
         assert broker._wait_gone(state, started, timeout_s=10.0)
