@@ -551,18 +551,22 @@ def _wait_consumers_ready(
 
     async def wait() -> None:
         deadline = time.monotonic() + timeout
-        # One admin client for the whole wait: a new one per look cost a connection, metadata
-        # and a coordinator lookup, in `mbo run` and in the broker, ten times a second.
+        # One admin client for the whole wait, which looks ten times a second: a new client per
+        # look cost a connection, metadata and a coordinator lookup, in `mbo run` and in the
+        # broker. A look that fails or hangs (the broker restarted) gets new connections.
         async with OffsetWatch(settings) as watch:
+
+            async def joined() -> bool:
+                processors = await watch.members(kafka.processor_group_id)
+                sink = await watch.members(kafka.sink_group_id)
+                return processors == ("Stable", workers) and sink == ("Stable", 1)
+
             while True:
                 try:
-                    processors = await watch.members(kafka.processor_group_id)
-                    sink = await watch.members(kafka.sink_group_id)
-                except KafkaError:
-                    await watch.reset()  # the broker was restarted: new connections
-                else:
-                    if processors == ("Stable", workers) and sink == ("Stable", 1):
+                    if await asyncio.wait_for(joined(), OFFSETS_WAIT_S):
                         return
+                except (KafkaError, TimeoutError):
+                    await watch.reset()
                 if stop:
                     raise MboError("interrupted while the stages were starting")
                 supervisor.check()
