@@ -273,8 +273,9 @@ class _TablelessManager(TableManager):
         if len(self):
             await super().on_start()
             return
-        await self._update_channels()
-        await self.recovery.start()
+        if not self.should_stop:  # as Faust's, after its sleep
+            await self._update_channels()
+            await self.recovery.start()
 
 
 def _skip_venusian() -> None:

@@ -270,6 +270,10 @@ def _proc_stat(pid: int) -> list[str] | None:
     return stat.rpartition(")")[2].split()
 
 
+#: /proc states of a process that has exited (a zombie not yet reaped, or dead).
+_EXITED_STATES = ("Z", "X")
+
+
 def _proc_state(pid: int) -> str | None:
     """The one-letter state from /proc (R, S, Z, ...), None if there is no such process."""
     fields = _proc_stat(pid)
@@ -299,7 +303,7 @@ def _is_our_process(pid: int, config_file: str) -> bool:
     if not Path("/proc").is_dir():
         return True  # no /proc to check identity: trust the pid
     # A detached broker's parent may be an init that never reaps: a zombie is a dead broker.
-    if _proc_state(pid) in (None, "Z", "X"):
+    if _proc_state(pid) in (None, *_EXITED_STATES):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -786,7 +790,8 @@ def _wait_gone(state: BrokerState, started: str | None, timeout_s: float) -> boo
     def gone() -> bool:
         if started is None:
             return not _is_our_broker(state)
-        return _proc_state(state.pid) in (None, "Z", "X") or _proc_start_time(state.pid) != started
+        fields = _proc_stat(state.pid)  # one read: the state and the start time together
+        return fields is None or fields[0] in _EXITED_STATES or fields[19:20] != [started]
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
